@@ -1,0 +1,11 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+// subcommands lists the top-level command families. Each family lives in its
+// own file with its constructor; add one line here to wire a new family.
+func subcommands(e *env) []*cobra.Command {
+	return []*cobra.Command{
+		newNetCmd(e),
+	}
+}
