@@ -81,9 +81,9 @@ type Connection struct {
 
 // ID names a resource the way findings and runbooks do:
 // site/vnet, site/vnet/subnets/name, site/vnet/peerings/name.
-func (v *VNet) ID() string     { return v.Site.Name + "/" + v.Name }
-func (s *Subnet) ID() string   { return s.VNet.ID() + "/subnets/" + s.Name }
-func (p *Peering) ID() string  { return p.From.ID() + "/peerings/" + p.Name }
+func (v *VNet) ID() string    { return v.Site.Name + "/" + v.Name }
+func (s *Subnet) ID() string  { return s.VNet.ID() + "/subnets/" + s.Name }
+func (p *Peering) ID() string { return p.From.ID() + "/peerings/" + p.Name }
 func (r *RouteTable) ID() string {
 	return r.Site.Name + "/routeTables/" + r.Name
 }

@@ -84,7 +84,7 @@ type Plan struct {
 	geo        *Geography
 	source     map[string]*Site // source sites as they are
 	srcNets    []*spec.Network
-	generated  map[string]bool // target resource IDs standby creates
+	generated  map[string]bool  // target resource IDs standby creates
 	vnetMap    map[*VNet]string // source VNet -> target VNet name
 	testMap    map[*VNet]string // source VNet -> test VNet name
 	tr, testTr *translator

@@ -368,7 +368,7 @@ func (c *checker) checkProtection(sites map[string]*Site, vnetsBySite map[string
 			c.fail(p+".bandwidthLimitMbps", "must not be negative")
 		}
 		c.oneOf(p+".capture", po.Capture, "tracked", "scan")
-		if c.s.Has(p+".blockSize") {
+		if c.s.Has(p + ".blockSize") {
 			bs := int64(po.BlockSize)
 			if bs < 64<<10 || bs > 64<<20 || bs&(bs-1) != 0 {
 				c.fail(p+".blockSize", "%s must be a power of two from 64KiB to 64MiB", po.BlockSize)

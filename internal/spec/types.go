@@ -260,11 +260,11 @@ const (
 
 // NetworkMapping maps source networks to target networks.
 type NetworkMapping struct {
-	Addressing         string              `yaml:"addressing" json:"addressing"`
+	Addressing         string               `yaml:"addressing" json:"addressing"`
 	AddressTranslation []AddressTranslation `yaml:"addressTranslation" json:"addressTranslation,omitempty"`
-	TargetNames        TargetNames         `yaml:"targetNames" json:"targetNames"`
-	Connectivity       Connectivity        `yaml:"connectivity" json:"connectivity"`
-	TestNetwork        TestNetwork         `yaml:"testNetwork" json:"testNetwork"`
+	TargetNames        TargetNames          `yaml:"targetNames" json:"targetNames"`
+	Connectivity       Connectivity         `yaml:"connectivity" json:"connectivity"`
+	TestNetwork        TestNetwork          `yaml:"testNetwork" json:"testNetwork"`
 }
 
 // AddressTranslation maps one prefix onto another of equal length.
