@@ -293,7 +293,7 @@ func (p *Plan) generateTest() {
 
 func (p *Plan) mirror(m *mirror) {
 	for _, st := range sortedSites(p.source) {
-		for _, v := range st.VNets {
+		for _, v := range byName(st.VNets, func(v *VNet) string { return v.Name }) {
 			name := v.Name + m.suffix
 			if m.record {
 				if findVNet(m.net, name) == nil && findVNet(m.net, v.Name) != nil {
@@ -354,7 +354,7 @@ func (p *Plan) mirror(m *mirror) {
 			}
 		}
 		// Route tables used by the mirrored subnets.
-		for _, rt := range st.RouteTables {
+		for _, rt := range byName(st.RouteTables, func(r *RouteTable) string { return r.Name }) {
 			name := rt.Name + m.suffix
 			if hasRouteTable(m.net, name) {
 				if m.record {
@@ -385,7 +385,7 @@ func (p *Plan) mirror(m *mirror) {
 				p.Mapping = append(p.Mapping, MapEntry{Kind: "routeTable", Source: rt.ID(), Target: m.site + "/routeTables/" + name, Status: "generated"})
 			}
 		}
-		for _, a := range st.Appliances {
+		for _, a := range byName(st.Appliances, func(a *Appliance) string { return a.Name }) {
 			name := a.Name + m.suffix
 			status := "existing"
 			ip := a.IP
@@ -407,7 +407,7 @@ func (p *Plan) mirror(m *mirror) {
 			}
 		}
 		if m.withGateway {
-			for _, g := range st.Gateways {
+			for _, g := range byName(st.Gateways, func(g *Gateway) string { return g.Name }) {
 				if g.VNet == nil || g.VNet != p.hub || g.Type != "ExpressRoute" {
 					continue
 				}
@@ -431,7 +431,7 @@ func (p *Plan) mirror(m *mirror) {
 				}
 			}
 		}
-		for _, pe := range st.Peerings {
+		for _, pe := range byName(st.Peerings, func(p *Peering) string { return p.Name }) {
 			if pe.To.Site != st {
 				continue // cross-site peerings are not mirrored
 			}
@@ -663,4 +663,12 @@ func specPrefixesString(ps []spec.Prefix) string {
 		s += p.String()
 	}
 	return s
+}
+
+// byName returns a copy of xs sorted by name, so that generated networks do
+// not depend on the order of the spec's lists.
+func byName[T any](xs []T, name func(T) string) []T {
+	out := slices.Clone(xs)
+	sort.SliceStable(out, func(i, j int) bool { return name(out[i]) < name(out[j]) })
+	return out
 }
