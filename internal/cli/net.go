@@ -21,6 +21,7 @@ func newNetCmd(e *env) *cobra.Command {
   check  runs the rules of Azure and Site Recovery against source, target and test networks
   plan   derives the failover topology, the target and test networks, the map and the runbook
   trace  follows a packet hop by hop in the source, target, test or failover state`,
+		RunE: groupRunE,
 	}
 	cmd.AddCommand(newNetCheckCmd(e), newNetPlanCmd(e), newNetTraceCmd(e))
 	return cmd

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/standby-dr/standby/internal/spec"
 )
 
 // render writes v as indented JSON with -o json, or calls text to write the
@@ -26,7 +29,12 @@ func (e *env) printError(err error) {
 	if e.output == "json" {
 		enc := json.NewEncoder(e.stderr)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"error": err.Error(), "exitCode": exitCode(err)})
+		out := map[string]any{"error": err.Error(), "exitCode": exitCode(err)}
+		var es spec.Errors
+		if errors.As(err, &es) {
+			out["problems"] = es
+		}
+		_ = enc.Encode(out)
 		return
 	}
 	msg := strings.TrimRight(err.Error(), "\n")

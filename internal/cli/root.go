@@ -126,3 +126,12 @@ func isCobraUsageError(err error) bool {
 	}
 	return false
 }
+
+// groupRunE makes a command family refuse unknown subcommands (exit 2)
+// instead of printing help and succeeding; with no arguments it shows help.
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return badInputf("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
+	}
+	return cmd.Help()
+}

@@ -18,9 +18,15 @@ type decoder struct {
 	pos   map[string]Pos
 	errs  Errors
 	depth int
+	nodes int
 }
 
-const maxDepth = 64
+// Limits that keep a hostile document (deep nesting, alias bombs) from
+// costing more than a real spec ever could.
+const (
+	maxDepth = 64
+	maxNodes = 200000
+)
 
 var textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 
@@ -52,6 +58,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	defer func() { d.depth-- }()
 	if d.depth > maxDepth {
 		d.fail(n, path, "nested too deeply")
+		return
+	}
+	d.nodes++
+	if d.nodes > maxNodes {
+		if d.nodes == maxNodes+1 {
+			d.fail(n, path, "the document expands to more than %d values (aliases?); a DR spec is far smaller", maxNodes)
+		}
 		return
 	}
 	if n.Kind == yaml.AliasNode {

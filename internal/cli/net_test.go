@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// run runs the command line and returns exit code, stdout and stderr.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+const twoCircuits = "../../examples/hub-spoke-two-circuits.yaml"
+
+func TestNetCheckExample(t *testing.T) {
+	code, out, stderr := run(t, "net", "check", "-f", twoCircuits, "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d; stderr %s; out %s", code, stderr, out)
+	}
+	var res struct {
+		Findings []struct{ Rule, Severity, Scope, Resource, Message, Hint string } `json:"findings"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	for _, f := range res.Findings {
+		if f.Severity == "error" {
+			t.Errorf("error finding on the two-circuit example: %+v", f)
+		}
+	}
+	code, out, _ = run(t, "net", "check", "-f", twoCircuits)
+	if code != ExitOK || !strings.Contains(out, "contoso-eastasia") {
+		t.Errorf("text output (exit %d):\n%s", code, out)
+	}
+}
+
+func TestNetPlanJSON(t *testing.T) {
+	code, out, stderr := run(t, "net", "plan", "-f", "../../examples/single-circuit-same-ip.yaml", "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"topology", "mapping", "target", "runbook"} {
+		if _, ok := res[k]; !ok {
+			t.Errorf("plan JSON lacks %q", k)
+		}
+	}
+	var rb []struct {
+		ID, Phase, Action, Resource string
+		DependsOn                   []string
+	}
+	if err := json.Unmarshal(res["runbook"], &rb); err != nil || len(rb) == 0 {
+		t.Fatalf("runbook: %v", err)
+	}
+}
+
+func TestNetTraceExitCodes(t *testing.T) {
+	code, out, _ := run(t, "net", "trace", "-f", twoCircuits, "--from", "hq/client", "--to", "10.1.0.4")
+	if code != ExitOK || !strings.Contains(out, "er-hongkong") || !strings.Contains(out, "DELIVERED") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	code, out, _ = run(t, "net", "trace", "-f", twoCircuits, "--from", "hq/client", "--to", "172.30.1.4", "--state", "test", "-o", "json")
+	if code != ExitFailure {
+		t.Errorf("a dropped trace exits 1, got %d", code)
+	}
+	var tr struct{ Result, Reason string }
+	if err := json.Unmarshal([]byte(out), &tr); err != nil || tr.Result != "dropped" {
+		t.Errorf("trace JSON %v: %s", err, out)
+	}
+	for _, args := range [][]string{
+		{"net", "trace", "-f", twoCircuits, "--from", "hq/client", "--to", "10.1.0.999"},
+		{"net", "trace", "-f", twoCircuits, "--from", "hq/client", "--to", "10.1.0.4", "--state", "sideways"},
+		{"net", "trace", "-f", twoCircuits, "--from", "nobody/none", "--to", "10.1.0.4"},
+		{"net", "check"},
+		{"net", "check", "-f", twoCircuits, "-o", "yaml"},
+		{"net", "check", "-f", twoCircuits, "--bogus"},
+		{"net", "frobnicate"},
+	} {
+		if code, _, stderr := run(t, args...); code != ExitBadInput || stderr == "" {
+			t.Errorf("%v: exit %d, want 2 with a message; stderr %q", args, code, stderr)
+		}
+	}
+}
+
+func TestBadSpecExitsTwo(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile(twoCircuits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(strings.Replace(string(data), "10.1.0.0/24", "10.1.0.1/24", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"net", "check"}, {"net", "plan"}, {"net", "trace", "--from", "hq/client", "--to", "10.1.0.4"}} {
+		code, _, stderr := run(t, append(cmd, "-f", bad)...)
+		if code != ExitBadInput || !strings.Contains(stderr, "bad.yaml:") || !strings.Contains(stderr, "host bits") {
+			t.Errorf("%v: exit %d, stderr %q", cmd, code, stderr)
+		}
+	}
+	code, _, stderr := run(t, "net", "check", "-f", bad, "-o", "json")
+	var e struct {
+		Problems []struct {
+			File string
+			Line int
+			Path string
+		}
+	}
+	if code != ExitBadInput || json.Unmarshal([]byte(stderr), &e) != nil || len(e.Problems) == 0 || e.Problems[0].Line == 0 {
+		t.Errorf("JSON error: exit %d %s", code, stderr)
+	}
+}
