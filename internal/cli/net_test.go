@@ -121,3 +121,20 @@ func TestBadSpecExitsTwo(t *testing.T) {
 		t.Errorf("JSON error: exit %d %s", code, stderr)
 	}
 }
+
+func TestDemo(t *testing.T) {
+	code, out, stderr := run(t, "demo")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"before failover", "er-hongkong", "after failover", "er-singapore", "isolated test network"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = run(t, "demo", "-o", "json")
+	var res DemoResult
+	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil || len(res.Traces) != 4 {
+		t.Errorf("demo JSON: exit %d\n%s", code, out)
+	}
+}
