@@ -7,5 +7,6 @@ import "github.com/spf13/cobra"
 func subcommands(e *env) []*cobra.Command {
 	return []*cobra.Command{
 		newNetCmd(e),
+		newWorkloadCmd(e),
 	}
 }
