@@ -7,6 +7,7 @@ import "github.com/spf13/cobra"
 func subcommands(e *env) []*cobra.Command {
 	return []*cobra.Command{
 		newNetCmd(e),
+		newDemoCmd(e),
 		newWorkloadCmd(e),
 	}
 }
