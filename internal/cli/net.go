@@ -106,9 +106,9 @@ func printFindings(w io.Writer, name string, res CheckResult) {
 				first = false
 			}
 			fmt.Fprintf(w, "  %-6s [%s] %s\n", f.Rule, f.Scope, f.Resource)
-			fmt.Fprintf(w, "         %s\n", f.Message)
+			fmt.Fprint(w, wrap(f.Message, "         ", 100))
 			if f.Hint != "" {
-				fmt.Fprintf(w, "         fix: %s\n", f.Hint)
+				fmt.Fprint(w, wrap("fix: "+f.Hint, "         ", 100))
 			}
 		}
 	}
@@ -339,4 +339,22 @@ func printTrace(w io.Writer, t *netplan.Trace) {
 		fmt.Fprintf(w, "  %2d  %s\n      route %s\n      next  %s\n", i+1, h.Node, h.Route, h.NextHop)
 	}
 	fmt.Fprintf(w, "%s: %s\n", strings.ToUpper(t.Result), t.Reason)
+}
+
+// wrap folds text at word boundaries to width columns, each line indented.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	line := indent
+	for _, word := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += word
+	}
+	b.WriteString(line + "\n")
+	return b.String()
 }

@@ -289,6 +289,15 @@ func (p *Plan) generateTest() {
 	}
 	m := &mirror{site: p.Topology.TargetSite, suffix: "-test", scope: ScopeTest, tr: p.testTr, net: p.TestNetwork, names: p.testMap, withGateway: tn.ConnectToCircuit}
 	p.mirror(m)
+	// connectToCircuit: the drill network reaches on-premises over the
+	// target circuits, through its own gateway.
+	if tn.ConnectToCircuit && p.hub != nil {
+		if gw := erGatewayIn(p.TestNetwork, p.testMap[p.hub]); gw != "" {
+			for _, ci := range p.targetCircuits() {
+				p.TestNetwork.Connections = append(p.TestNetwork.Connections, spec.Connection{Name: gw + "-" + ci, Gateway: gw, Circuit: ci})
+			}
+		}
+	}
 }
 
 func (p *Plan) mirror(m *mirror) {
@@ -436,9 +445,9 @@ func (p *Plan) mirror(m *mirror) {
 				continue // cross-site peerings are not mirrored
 			}
 			from, to := m.names[pe.From], m.names[pe.To]
-			if slices.ContainsFunc(m.net.Peerings, func(q spec.Peering) bool { return q.From == from && q.To == to }) {
+			if i := slices.IndexFunc(m.net.Peerings, func(q spec.Peering) bool { return q.From == from && q.To == to }); i >= 0 {
 				if m.record {
-					p.Mapping = append(p.Mapping, MapEntry{Kind: "peering", Source: pe.ID(), Target: m.site + "/" + from + "/peerings/" + pe.Name, Status: "existing"})
+					p.Mapping = append(p.Mapping, MapEntry{Kind: "peering", Source: pe.ID(), Target: m.site + "/" + from + "/peerings/" + m.net.Peerings[i].Name, Status: "existing"})
 				}
 				continue
 			}

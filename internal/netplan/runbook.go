@@ -201,7 +201,11 @@ func (p *Plan) buildRunbook() []Action {
 		}
 		for _, sname := range p.Topology.SourceCircuits {
 			if sc := p.spec.Circuit(sname); sc != nil && sc.BandwidthMbps > tc.BandwidthMbps && !slices.Contains(p.Topology.SourceCircuits, name) {
-				raise = append(raise, b.add(Action{Phase: PhaseFailover, Action: ActManual, Resource: "circuits/" + name, Detail: fmt.Sprintf("raise circuit %s from %d to %d Mbps (bandwidth can be raised, never lowered)", name, tc.BandwidthMbps, sc.BandwidthMbps)}))
+				to := sc.BandwidthMbps
+				if r := p.spec.Recovery.NetworkMapping.Connectivity.RaiseBandwidthMbps; r > 0 {
+					to = r
+				}
+				raise = append(raise, b.add(Action{Phase: PhaseFailover, Action: ActManual, Resource: "circuits/" + name, Detail: fmt.Sprintf("raise circuit %s from %d to %d Mbps (bandwidth can be raised, never lowered)", name, tc.BandwidthMbps, to)}))
 				break
 			}
 		}
