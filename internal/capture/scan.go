@@ -330,8 +330,8 @@ func (c *Cut) start(ctx context.Context, workers int) {
 	}
 	go func() {
 		wg.Wait()
+		close(c.done) // before out: whoever sees the end of out may ask for Hashes
 		close(c.out)
-		close(c.done)
 	}()
 }
 
