@@ -9,5 +9,6 @@ func subcommands(e *env) []*cobra.Command {
 		newNetCmd(e),
 		newDemoCmd(e),
 		newWorkloadCmd(e),
+		newReplicaCmd(e),
 	}
 }
