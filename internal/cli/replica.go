@@ -40,6 +40,7 @@ needed, but only one process may use a replica at a time.`,
 		newReplicaExportCmd(e),
 		newReplicaPruneCmd(e),
 		newReplicaPinCmd(e),
+		newReplicaSyncCmd(e),
 	)
 	return cmd
 }
