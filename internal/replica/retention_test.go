@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -93,6 +94,10 @@ func TestPruneMergesUndo(t *testing.T) {
 	if err := r.Pin(7, true); err != nil {
 		t.Fatal(err)
 	}
+	v3, err := r.View(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	clk.Set(start.Add(6 * time.Hour))
 	dropped, err := r.Prune(ctx, Retention{Window: 5 * time.Hour})
 	if err != nil {
@@ -103,6 +108,9 @@ func TestPruneMergesUndo(t *testing.T) {
 		t.Fatalf("dropped %v, want %v", dropped, want)
 	}
 	checkAll(t, r, m)
+	if _, err := v3.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrNoPoint) {
+		t.Fatalf("read from a view of a pruned point: %v, want ErrNoPoint", err)
+	}
 	r.Close()
 	r, err = Open(dir, Options{Clock: clk})
 	if err != nil {
