@@ -9,6 +9,7 @@ func subcommands(e *env) []*cobra.Command {
 		newNetCmd(e),
 		newDemoCmd(e),
 		newWorkloadCmd(e),
+		newLabCmd(e),
 		newReplicaCmd(e),
 	}
 }
