@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -127,6 +128,7 @@ type Cut struct {
 	target    string
 	statePath string
 	sparse    bool
+	mapped    []byte // the source file mapped read-only, for delta scans
 
 	prev     [][32]byte // hashes of the base; nil when unknown or a new replica
 	zeroBase bool       // the base is all zeros (new replica)
@@ -223,6 +225,14 @@ func newCut(source string, base Base, opts Options) (*Cut, error) {
 	}
 	if err := c.setBase(base); err != nil {
 		return nil, err
+	}
+	if c.prev != nil && c.sparse && c.size > 0 {
+		// A delta scan hashes blocks in place, without copying them; only
+		// the few that changed are read into buffers. Where the file cannot
+		// be mapped, every block is read.
+		if m, err := syscall.Mmap(int(f.Fd()), 0, int(c.size), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
+			c.mapped = m
+		}
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -377,6 +387,22 @@ func (c *Cut) work() error {
 				continue
 			}
 		}
+		if c.mapped != nil {
+			zero, sum, err := c.hashMapped(h, off, n)
+			if err != nil {
+				return fmt.Errorf("read block %d at offset %d: %w", k, off, err)
+			}
+			if zero {
+				sum = zeroSum
+			}
+			if c.prev[k] == sum {
+				c.hashes[k] = sum
+				c.settle(n)
+				continue
+			}
+			// Changed: read it into a buffer, whose content is what gets
+			// hashed and shipped.
+		}
 		bp, err := c.getBuf()
 		if err != nil {
 			return err
@@ -444,6 +470,29 @@ func (c *Cut) inHole(off, n int64) (bool, error) {
 		return false, err
 	}
 	return d >= off+n, nil
+}
+
+// hashMapped hashes [off, off+n) of the mapped source in place and lets go
+// of its pages afterwards, so the scan's resident memory stays small. A
+// file that shrinks under the mapping faults: that becomes an error.
+func (c *Cut) hashMapped(h *blake3.Hasher, off, n int64) (zero bool, sum [32]byte, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the source faulted while mapped (it shrank during the scan?): %v", r)
+		}
+	}()
+	p := c.mapped[off : off+n]
+	c.bytesRead.Add(n)
+	if isZero(p) {
+		zero = true
+	} else {
+		h.Reset()
+		_, _ = h.Write(p)
+		h.Sum(sum[:0])
+	}
+	_ = syscall.Madvise(p, syscall.MADV_DONTNEED)
+	return zero, sum, nil
 }
 
 // readBlock reads buf from off piece by piece, hashing each piece while it
@@ -602,6 +651,10 @@ func (c *Cut) Close() error {
 	c.closeMu.Do(func() {
 		c.cancel()
 		<-c.done
+		if c.mapped != nil {
+			_ = syscall.Munmap(c.mapped)
+			c.mapped = nil
+		}
 		err = c.f.Close()
 	})
 	return err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,5 +315,32 @@ func TestStateRejectsDamage(t *testing.T) {
 	q[20] ^= 1
 	if _, err := decodeState(q); err == nil {
 		t.Error("a flipped byte went unnoticed")
+	}
+}
+
+// TestScanMappedSourceShrinks checks that a source truncated under a delta
+// scan's mapping gives an error, not a crash.
+func TestScanMappedSourceShrinks(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	content := make([]byte, 8*testBS)
+	fill(content, 9)
+	if err := os.WriteFile(src, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newCut(src, Base{Seq: 1, Hashes: make([][32]byte, 8)}, Options{BlockSize: testBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.f.Close()
+	if c.mapped == nil {
+		t.Skip("the file system cannot map the source")
+	}
+	defer syscall.Munmap(c.mapped)
+	if err := os.Truncate(src, testBS); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.hashMapped(blake3.New(), 4*testBS, testBS); err == nil {
+		t.Fatal("hashing a block past the end of a shrunk file succeeded")
 	}
 }
