@@ -35,7 +35,7 @@ var allowed = map[string][]string{
 	"provider/providertest": {"clock", "spec", "netplan", "provider"},
 	"state":                 {"clock"},
 	"api":                   {},
-	"recovery":              {"clock", "spec", "netplan", "api"},
+	"recovery":              {"clock", "spec", "netplan", "api", "provider"},
 	"server":                {"clock", "spec", "netplan", "api", "recovery"},
 	"cli":                   nil, // the one place that wires everything
 }
