@@ -146,7 +146,9 @@ func (p *snapProtection) Disks(ctx context.Context, vm string, seq uint64, dir s
 	return out, nil
 }
 
-func (p *snapProtection) Commit(ctx context.Context, vm, job string) error { return p.Unpin(ctx, vm, job) }
+func (p *snapProtection) Commit(ctx context.Context, vm, job string) error {
+	return p.Unpin(ctx, vm, job)
+}
 
 type records struct {
 	Count uint64 `json:"count"`
