@@ -95,6 +95,11 @@ type Event struct {
 	Message string    `json:"message,omitempty"`
 }
 
+// EventList is the answer of GET /v1/jobs/{id}/events as JSON.
+type EventList struct {
+	Events []Event `json:"events"`
+}
+
 // ResumeRequest is the body of POST /v1/jobs/{id}/resume. With neither
 // field set, the job continues with whatever can run; steps that wait for an
 // operator keep waiting.
