@@ -21,6 +21,7 @@ type Job struct {
 	Finished  time.Time // zero: not finished
 	Params    []byte    // JSON
 	Report    []byte    // JSON, nil until there is one
+	Error     string    // why it failed
 }
 
 // Step is one step of a job: its definition (fixed when the job is created)
@@ -66,9 +67,9 @@ func (t *Tx) InsertJob(j Job, steps []Step) error {
 	if j.Params == nil {
 		j.Params = []byte("{}")
 	}
-	_, err := t.exec("insert job "+j.ID, `INSERT INTO jobs (id, operation, plan, status, created_at, started_at, finished_at, params, report)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		j.ID, j.Operation, j.Plan, j.Status, encTime(j.Created), encTime(j.Started), encTime(j.Finished), string(j.Params), encJSON(j.Report))
+	_, err := t.exec("insert job "+j.ID, `INSERT INTO jobs (id, operation, plan, status, created_at, started_at, finished_at, params, report, error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		j.ID, j.Operation, j.Plan, j.Status, encTime(j.Created), encTime(j.Started), encTime(j.Finished), string(j.Params), encJSON(j.Report), j.Error)
 	if err != nil {
 		return err
 	}
@@ -90,10 +91,10 @@ func (t *Tx) InsertJob(j Job, steps []Step) error {
 	return nil
 }
 
-// UpdateJob stores a job's status, times and report.
+// UpdateJob stores a job's status, times, report and error.
 func (t *Tx) UpdateJob(j Job) error {
-	res, err := t.exec("update job "+j.ID, `UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, report = ? WHERE id = ?`,
-		j.Status, encTime(j.Started), encTime(j.Finished), encJSON(j.Report), j.ID)
+	res, err := t.exec("update job "+j.ID, `UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, report = ?, error = ? WHERE id = ?`,
+		j.Status, encTime(j.Started), encTime(j.Finished), encJSON(j.Report), j.Error, j.ID)
 	if err != nil {
 		return err
 	}
@@ -146,12 +147,12 @@ func nonNil(s []string) []string {
 	return s
 }
 
-const jobColumns = `id, operation, plan, status, created_at, started_at, finished_at, params, report`
+const jobColumns = `id, operation, plan, status, created_at, started_at, finished_at, params, report, error`
 
 func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 	var j Job
 	var created, started, finished, params, report sql.NullString
-	if err := row.Scan(&j.ID, &j.Operation, &j.Plan, &j.Status, &created, &started, &finished, &params, &report); err != nil {
+	if err := row.Scan(&j.ID, &j.Operation, &j.Plan, &j.Status, &created, &started, &finished, &params, &report, &j.Error); err != nil {
 		return j, err
 	}
 	var err error

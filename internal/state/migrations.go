@@ -15,7 +15,8 @@ var migrations = [][]string{
 			started_at  TEXT,
 			finished_at TEXT,
 			params      TEXT NOT NULL,
-			report      TEXT
+			report      TEXT,
+			error       TEXT NOT NULL
 		)`,
 		`CREATE INDEX jobs_status ON jobs (status)`,
 		`CREATE INDEX jobs_created ON jobs (created_at)`,

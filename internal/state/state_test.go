@@ -103,7 +103,8 @@ func TestJobRoundTrip(t *testing.T) {
 		t.Fatal("inserting a job twice: want an error")
 	}
 	steps[1].Status, steps[1].Attempts, steps[1].Started, steps[1].Error, steps[1].Output = "waiting", 2, t0.Add(time.Second), "boom", []byte(`{"ok":false}`)
-	job.Status, job.Started, job.Report = "waiting", t0.Add(time.Second), []byte(`{"rto":1}`)
+	job.Status, job.Started, job.Report, job.Error = "waiting", t0.Add(time.Second), []byte(`{"rto":1}`), "step b failed"
+
 	err = db.Update(ctx, func(tx *state.Tx) error {
 		if err := tx.UpdateStep(steps[1]); err != nil {
 			return err
