@@ -413,6 +413,9 @@ func (c *Cut) work() error {
 			c.putBuf(bp)
 			return fmt.Errorf("read block %d at offset %d: %w", k, off, err)
 		}
+		if c.mapped == nil {
+			c.bytesRead.Add(n) // else counted once, when hashed in place
+		}
 		if zero {
 			sum = zeroSum
 		}
@@ -504,8 +507,7 @@ func (c *Cut) readBlock(h *blake3.Hasher, buf []byte, off int64) (zero bool, sum
 	h.Reset()
 	for p := 0; p < n; p += readPiece {
 		q := min(p+readPiece, n)
-		m, err := c.f.ReadAt(buf[p:q], off+int64(p))
-		c.bytesRead.Add(int64(m))
+		_, err := c.f.ReadAt(buf[p:q], off+int64(p))
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("the source ended early (it shrank during the scan?): %w", io.ErrUnexpectedEOF)

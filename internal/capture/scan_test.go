@@ -169,6 +169,9 @@ func TestScanEmitsChangedBlocks(t *testing.T) {
 			if st.ChangedBlocks != int64(len(s.data)) || st.HoleBlocks != int64(len(s.holes)) {
 				t.Errorf("stats count %d changed and %d holes", st.ChangedBlocks, st.HoleBlocks)
 			}
+			if st.BytesRead != size {
+				t.Errorf("read %d bytes of a %d-byte source", st.BytesRead, size)
+			}
 			checkHashes(t, c, content)
 			if !s.noCommit {
 				seq++
