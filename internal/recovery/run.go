@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/standby-dr/standby/internal/api"
@@ -437,7 +438,7 @@ func (r *run) finish(ctx context.Context) error {
 		return nil // nothing changed
 	}
 	r.job.Status = api.StatusWaiting
-	return r.saveJob(ctx, fmt.Sprintf("waiting for an operator on %v; resume with --ack, --retry or --abort", waiting))
+	return r.saveJob(ctx, fmt.Sprintf("waiting for an operator on %s; resume with --ack, --retry or --abort", strings.Join(waiting, ", ")))
 }
 
 func (r *run) report() {
