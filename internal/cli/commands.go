@@ -11,5 +11,6 @@ func subcommands(e *env) []*cobra.Command {
 		newWorkloadCmd(e),
 		newLabCmd(e),
 		newReplicaCmd(e),
+		newJobsCmd(e),
 	}
 }
