@@ -369,6 +369,9 @@ func (c *Cut) work() error {
 		if k >= c.nblocks {
 			return nil
 		}
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
 		off := k * c.bs
 		n := min(c.bs, c.size-off)
 		zeroSum := c.zeroFull
@@ -395,13 +398,15 @@ func (c *Cut) work() error {
 			if zero {
 				sum = zeroSum
 			}
-			if c.prev[k] == sum {
+			if zero || c.prev[k] == sum {
 				c.hashes[k] = sum
-				c.settle(n)
+				if err := c.classify(k, off, n, zero, sum, nil); err != nil {
+					return err
+				}
 				continue
 			}
-			// Changed: read it into a buffer, whose content is what gets
-			// hashed and shipped.
+			// Changed data: read it into a buffer, whose content is what
+			// gets hashed and shipped.
 		}
 		bp, err := c.getBuf()
 		if err != nil {
