@@ -49,6 +49,25 @@ type Protection interface {
 	// Commit makes the recovered disks the VM's own and releases the job's
 	// pins.
 	Commit(ctx context.Context, vm, job string) error
+	// Recovered records the disks a VM runs from after a failover.
+	Recovered(ctx context.Context, vm string, disks []provider.Disk) error
+	// Reverse brings the surviving source disks level with the recovered
+	// ones, sending only blocks whose hashes differ (reprotect); run with
+	// the VM stopped, it is the final copy of a failback.
+	Reverse(ctx context.Context, vm string) (ReverseStats, error)
+	// SourceDisks are the VM's own disks at its source site.
+	SourceDisks(ctx context.Context, vm string) ([]provider.Disk, error)
+	// Resume lets a fenced VM replicate from its source again.
+	Resume(ctx context.Context, vm string) error
+}
+
+// ReverseStats is what a reverse copy compared and sent.
+type ReverseStats struct {
+	BytesRead int64   `json:"bytesRead"`
+	BytesSent int64   `json:"bytesSent"`
+	Blocks    int64   `json:"blocks"`
+	Differ    int64   `json:"differ"`
+	Seconds   float64 `json:"seconds"`
 }
 
 // Source is what a planned failover needs of the source site: stopping
@@ -143,6 +162,22 @@ func (r *Runner) Execute(ctx context.Context, s Step) (json.RawMessage, error) {
 		return mustJSON(pt), nil
 	case ActBootMachine:
 		return r.boot(ctx, s, tag.Job)
+	case ActReverse:
+		var p VMParams
+		if err := json.Unmarshal(s.Params, &p); err != nil {
+			return nil, Permanent(err)
+		}
+		st, err := r.Protection.Reverse(ctx, p.VM)
+		if err != nil {
+			return nil, err
+		}
+		return mustJSON(st), nil
+	case ActResume:
+		var p VMParams
+		if err := json.Unmarshal(s.Params, &p); err != nil {
+			return nil, Permanent(err)
+		}
+		return nil, r.Protection.Resume(ctx, p.VM)
 	case netplan.ActRunCheck:
 		return r.check(ctx, s)
 	case netplan.ActRunScript:
@@ -260,13 +295,26 @@ func (r *Runner) boot(ctx context.Context, s Step, job string) (json.RawMessage,
 	var out BootOutput
 	for _, m := range bp.Machines {
 		var pt Point
-		if err := json.Unmarshal(s.Inputs[m.Pin], &pt); err != nil || pt.Seq == 0 {
-			return nil, Permanent(fmt.Errorf("boot %s: the pin step %s gave no point", m.VM, m.Pin))
-		}
-		dir := filepath.Join(r.Dir, job, m.Name)
-		disks, err := r.Protection.Disks(ctx, m.VM, pt.Seq, dir)
-		if err != nil {
-			return nil, fmt.Errorf("boot %s: disks at point %d: %w", m.VM, pt.Seq, err)
+		var disks []provider.Disk
+		var err error
+		if m.Source {
+			// A failback boots the machine from its own, reversed disks.
+			if disks, err = r.Protection.SourceDisks(ctx, m.VM); err != nil {
+				return nil, fmt.Errorf("boot %s: %w", m.VM, err)
+			}
+		} else {
+			if err := json.Unmarshal(s.Inputs[m.Pin], &pt); err != nil || pt.Seq == 0 {
+				return nil, Permanent(fmt.Errorf("boot %s: the pin step %s gave no point", m.VM, m.Pin))
+			}
+			dir := filepath.Join(r.Dir, job, m.Name)
+			if disks, err = r.Protection.Disks(ctx, m.VM, pt.Seq, dir); err != nil {
+				return nil, fmt.Errorf("boot %s: disks at point %d: %w", m.VM, pt.Seq, err)
+			}
+			if !m.Test {
+				if err := r.Protection.Recovered(ctx, m.VM, disks); err != nil {
+					return nil, err
+				}
+			}
 		}
 		boot := m.Boot
 		if len(boot.Command) > 0 && boot.Command[0] == "standby" && r.Executable != "" {

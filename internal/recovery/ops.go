@@ -20,6 +20,8 @@ const (
 	OpDrillCleanup = "drill-cleanup"
 	OpFailover     = "failover"
 	OpCommit       = "commit"
+	OpReprotect    = "reprotect"
+	OpFailback     = "failback"
 )
 
 // Step actions beyond the runbook's network actions.
@@ -34,6 +36,8 @@ const (
 	ActDeleteNet   = "delete-network"
 	ActCreateNet   = "create-network"
 	ActCommitPoint = "commit-point"
+	ActReverse     = "reverse-sync"
+	ActResume      = "resume-replication"
 )
 
 // Planner turns a spec's recovery plans into jobs. It is pure: a job is
@@ -65,6 +69,8 @@ type MachineParams struct {
 	Pin   string        `json:"pinStep"` // the pin-point step whose output names the point
 	Check *CheckParams  `json:"healthCheck,omitempty"`
 	Test  bool          `json:"test,omitempty"`
+	// Source: boot at the source site from the VM's own disks (failback).
+	Source bool `json:"source,omitempty"`
 	Wait  spec.Duration `json:"wait"`
 }
 
@@ -374,6 +380,121 @@ func (pl *Planner) Commit(planName, failoverJob string) (Job, error) {
 		}
 	}
 	return Job{Operation: OpCommit, Plan: p.Name, Steps: steps, Params: mustJSON(map[string]string{"failover": failoverJob})}, nil
+}
+
+// Reprotect replicates back: each surviving source disk is brought level
+// with the disk its VM now runs from at the target, block hashes compared,
+// only the differing blocks sent.
+func (pl *Planner) Reprotect(planName string) (Job, error) {
+	p, err := pl.plan(planName)
+	if err != nil {
+		return Job{}, err
+	}
+	var steps []Step
+	for _, g := range p.Groups {
+		for _, vm := range g.VirtualMachines {
+			steps = append(steps, Step{ID: "reverse-sync:" + vm, Action: ActReverse, Resource: vm, Detail: "send " + vm + "'s changed blocks back to its source disks", Params: mustJSON(VMParams{VM: vm}), Retries: 2, Backoff: time.Second, Timeout: time.Hour})
+		}
+	}
+	return Job{Operation: OpReprotect, Plan: p.Name, Steps: steps}, nil
+}
+
+// Failback is a planned failover back: the target machines stop, a final
+// reverse copy loses nothing, the runbook's failback phase reconnects the
+// source (for a single circuit, the target disconnects first), the groups
+// boot at the source in order with their checks, and replication from the
+// source resumes.
+func (pl *Planner) Failback(planName string) (Job, error) {
+	p, err := pl.plan(planName)
+	if err != nil {
+		return Job{}, err
+	}
+	var steps []Step
+	var reversed []string
+	target := pl.Spec.Recovery.TargetSite
+	for _, g := range p.Groups {
+		for _, vm := range g.VirtualMachines {
+			stop := Step{ID: "stop-target:" + vm, Action: ActStopMachine, Resource: target + "/" + vm, Detail: "stop " + vm + " at " + target, Params: mustJSON(VMParams{VM: vm, Site: target, Name: vm}), Retries: 2, Backoff: time.Second}
+			rev := Step{ID: "final-reverse-sync:" + vm, Action: ActReverse, Resource: vm, Detail: "send the last changed blocks of " + vm + " back (zero data loss)", DependsOn: []string{stop.ID}, Params: mustJSON(VMParams{VM: vm}), Retries: 2, Backoff: time.Second, Timeout: time.Hour}
+			steps = append(steps, stop, rev)
+			reversed = append(reversed, rev.ID)
+		}
+	}
+	var lastChecks []string
+	for _, a := range pl.Plan.Runbook {
+		if a.Phase != netplan.PhaseFailback {
+			continue
+		}
+		if isPlanAction(a) && !strings.HasPrefix(a.Resource, p.Name+"/") {
+			continue
+		}
+		s := Step{ID: a.ID, Action: a.Action, Resource: a.Resource, Detail: a.Detail, DependsOn: slices.Clone(a.DependsOn), Manual: a.Action == netplan.ActManual, OnFailure: a.OnFailure, Retries: 3, Backoff: 2 * time.Second}
+		if len(s.DependsOn) == 0 {
+			s.DependsOn = slices.Clone(reversed)
+		}
+		switch a.Action {
+		case netplan.ActFailoverVMs:
+			g := groupOf(p, a.Resource)
+			if g == nil {
+				continue
+			}
+			bp := BootParams{Group: g.Name}
+			for _, vm := range g.VirtualMachines {
+				v := pl.Spec.VM(vm)
+				mp, err := pl.machineParams(vm, "", false)
+				if err != nil {
+					return Job{}, err
+				}
+				mp.Site, mp.NICs, mp.Source = v.Site, v.NICs, true
+				if mp.Check != nil {
+					mp.Check.From = v.Site + "/" + vm
+					if pl.Plan.Topology.Addressing == spec.AddressingTranslate {
+						back := map[netip.Addr]netip.Addr{}
+						for _, mm := range pl.Plan.Machines {
+							back[mm.Target.IP] = mm.Source.IP
+						}
+						mp.Check.HTTP, mp.Check.TCP = rewriteTarget(mp.Check.HTTP, back), rewriteTarget(mp.Check.TCP, back)
+					}
+				}
+				bp.Machines = append(bp.Machines, mp)
+			}
+			s.Action, s.Params, s.Timeout = ActBootMachine, mustJSON(bp), 10*time.Minute
+		case netplan.ActRunCheck:
+			a := actionOf(p, a.Resource)
+			if a == nil || a.Check == nil {
+				continue
+			}
+			s.Params, s.Retries = mustJSON(checkParams(*a.Check)), 0
+			lastChecks = append(lastChecks, s.ID)
+		case netplan.ActRunScript:
+			sc := pl.scriptOf(p, a.Resource)
+			if sc == nil {
+				continue
+			}
+			s.Params, s.Timeout = mustJSON(sc), sc.Timeout.Duration
+		case netplan.ActManual:
+		default:
+			np, err := pl.networkParams(a)
+			if err != nil {
+				return Job{}, err
+			}
+			s.Params = mustJSON(np)
+		}
+		steps = append(steps, s)
+	}
+	have := map[string]bool{}
+	for _, s := range steps {
+		have[s.ID] = true
+	}
+	for i := range steps {
+		steps[i].DependsOn = slices.DeleteFunc(steps[i].DependsOn, func(d string) bool { return !have[d] })
+	}
+	for _, g := range p.Groups {
+		for _, vm := range g.VirtualMachines {
+			steps = append(steps, Step{ID: "resume-replication:" + vm, Action: ActResume, Resource: vm, Detail: "replicate " + vm + " from its source again", DependsOn: slices.Clone(lastChecks), Params: mustJSON(VMParams{VM: vm})})
+		}
+	}
+	return Job{Operation: OpFailback, Plan: p.Name, Steps: steps}, nil
 }
 
 func isPlanAction(a netplan.Action) bool {

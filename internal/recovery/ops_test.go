@@ -54,6 +54,8 @@ type snapProtection struct {
 	pins   map[string]map[string]uint64 // vm -> job -> seq
 	fenced map[string]bool
 	clock  clock.Clock
+
+	recovered map[string][]provider.Disk
 }
 
 func (p *snapProtection) snapshot(t *testing.T, vm string) recovery.Point {
@@ -365,5 +367,89 @@ func TestDrillAndFailoverOnLocal(t *testing.T) {
 	if err != nil || again.Status != api.StatusSucceeded {
 		t.Fatalf("second resume: %v %s", err, again.Status)
 	}
+
+	// Commit, reprotect, and fail back with zero loss.
+	cm, err := pl.Commit("contoso-app", fo.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := runJob(cm, "commit"); j.Status != api.StatusSucceeded {
+		t.Fatalf("commit %s:\n%s", j.Status, describe(j))
+	}
+	rp, err := pl.Reprotect("contoso-app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := runJob(rp, "reprotect"); j.Status != api.StatusSucceeded {
+		t.Fatalf("reprotect %s:\n%s", j.Status, describe(j))
+	}
+	time.Sleep(300 * time.Millisecond)
+	atTarget := map[string]records{}
+	for _, vm := range []string{"app1", "app2"} {
+		atTarget[vm] = ledgerRecords(t, lp, "southeastasia", vm)
+	}
+	fb, err := pl.Failback("contoso-app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb = recovery.Tag(fb, recovery.NewJobID(clock.Real{}, "failback"))
+	if _, err := d.Create(ctx, fb); err != nil {
+		t.Fatal(err)
+	}
+	back, err := d.Run(ctx, fb.ID)
+	for err == nil && back.Status == api.StatusWaiting {
+		back, err = d.Resume(ctx, fb.ID, api.ResumeRequest{Ack: true})
+	}
+	if err != nil || back.Status != api.StatusSucceeded {
+		t.Fatalf("failback %v %s:\n%s", err, back.Status, describe(back))
+	}
+	for _, vm := range []string{"app1", "app2"} {
+		home := ledgerRecords(t, lp, "eastasia", vm)
+		if home.Last < atTarget[vm].Last {
+			t.Errorf("%s lost records in the planned failback: %d at the target before it, %d back home", vm, atTarget[vm].Last, home.Last)
+		}
+	}
+	if prot.fenced["app1"] || prot.fenced["app2"] {
+		t.Error("after failback the source replicates again")
+	}
 	_ = provider.Cleanup(ctx, lp, fo.ID)
+	_ = provider.Cleanup(ctx, lp, fb.ID)
+}
+
+func (p *snapProtection) Recovered(ctx context.Context, vm string, disks []provider.Disk) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recovered == nil {
+		p.recovered = map[string][]provider.Disk{}
+	}
+	p.recovered[vm] = disks
+	return nil
+}
+
+func (p *snapProtection) Reverse(ctx context.Context, vm string) (recovery.ReverseStats, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var st recovery.ReverseStats
+	for i, d := range p.recovered[vm] {
+		b, err := os.ReadFile(d.Path)
+		if err != nil {
+			return st, err
+		}
+		if err := os.WriteFile(p.disks[vm][i].Path, b, 0o644); err != nil {
+			return st, err
+		}
+		st.BytesSent += int64(len(b))
+	}
+	return st, nil
+}
+
+func (p *snapProtection) SourceDisks(ctx context.Context, vm string) ([]provider.Disk, error) {
+	return p.disks[vm], nil
+}
+
+func (p *snapProtection) Resume(ctx context.Context, vm string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fenced[vm] = false
+	return nil
 }
