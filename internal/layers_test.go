@@ -37,6 +37,7 @@ var allowed = map[string][]string{
 	"api":                   {},
 	"recovery":              {"clock", "spec", "netplan", "api", "provider"},
 	"server":                {"clock", "spec", "netplan", "api", "recovery"},
+	"daemon":                {"clock", "spec", "netplan", "capture", "replica", "ship", "replication", "workload", "provider", "provider/local", "provider/netlab", "state", "api", "recovery", "server"},
 	"cli":                   nil, // the one place that wires everything
 }
 

@@ -60,18 +60,18 @@ type FailoverOptions struct {
 
 // MachineParams is what boot-machines needs to start one VM.
 type MachineParams struct {
-	VM    string        `json:"vm"`
-	Site  string        `json:"site"`
-	Name  string        `json:"name"` // the machine's name at the site
-	NICs  []spec.NIC    `json:"nics"`
-	Boot  spec.Boot     `json:"boot"`
-	Disks []string      `json:"disks"`
-	Pin   string        `json:"pinStep"` // the pin-point step whose output names the point
-	Check *CheckParams  `json:"healthCheck,omitempty"`
-	Test  bool          `json:"test,omitempty"`
+	VM    string       `json:"vm"`
+	Site  string       `json:"site"`
+	Name  string       `json:"name"` // the machine's name at the site
+	NICs  []spec.NIC   `json:"nics"`
+	Boot  spec.Boot    `json:"boot"`
+	Disks []string     `json:"disks"`
+	Pin   string       `json:"pinStep"` // the pin-point step whose output names the point
+	Check *CheckParams `json:"healthCheck,omitempty"`
+	Test  bool         `json:"test,omitempty"`
 	// Source: boot at the source site from the VM's own disks (failback).
-	Source bool `json:"source,omitempty"`
-	Wait  spec.Duration `json:"wait"`
+	Source bool          `json:"source,omitempty"`
+	Wait   spec.Duration `json:"wait"`
 }
 
 // BootParams are a boot-machines step's params.
