@@ -11,13 +11,14 @@ import (
 
 	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/clock"
+	"github.com/standby-dr/standby/internal/daemon"
 	"github.com/standby-dr/standby/internal/recovery"
 	"github.com/standby-dr/standby/internal/server"
 	"github.com/standby-dr/standby/internal/state"
 )
 
 // jobsDaemon is the daemon's job side on a real state database: the
-// driver over jobStore, served by the API.
+// driver over daemon.JobStore, served by the API.
 func jobsDaemon(t *testing.T) (*recovery.Driver, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -31,7 +32,7 @@ func jobsDaemon(t *testing.T) (*recovery.Driver, string) {
 		}
 		return json.RawMessage(`{}`), nil
 	})
-	d := recovery.New(jobStore{db}, exec, recovery.Options{Context: ctx})
+	d := recovery.New(daemon.JobStore{DB: db}, exec, recovery.Options{Context: ctx})
 	tokens := []server.Token{}
 	for role, secret := range map[string]string{"reader": "reader-secret", "operator": "operator-secret"} {
 		tok, err := server.ParseToken(role + " " + server.HashToken(secret))

@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 	"github.com/standby-dr/standby/internal/state"
 )
 
-// jobStore is recovery.Store over the state database. recovery declares
+// JobStore is recovery.Store over the state database. recovery declares
 // the interface and state knows nothing of recovery, so the daemon adapts
 // one to the other here, where implementations are wired.
-type jobStore struct{ db *state.DB }
+type JobStore struct{ DB *state.DB }
 
-func (s jobStore) Create(ctx context.Context, j recovery.Job, ev api.Event) (api.Event, error) {
+func (s JobStore) Create(ctx context.Context, j recovery.Job, ev api.Event) (api.Event, error) {
 	var out state.Event
-	err := s.db.Update(ctx, func(tx *state.Tx) error {
+	err := s.DB.Update(ctx, func(tx *state.Tx) error {
 		steps := make([]state.Step, len(j.Steps))
 		for i, st := range j.Steps {
 			steps[i] = toStateStep(j.ID, st)
@@ -32,9 +32,9 @@ func (s jobStore) Create(ctx context.Context, j recovery.Job, ev api.Event) (api
 	return fromStateEvent(out), err
 }
 
-func (s jobStore) Save(ctx context.Context, tr recovery.Transition) (api.Event, error) {
+func (s JobStore) Save(ctx context.Context, tr recovery.Transition) (api.Event, error) {
 	var out state.Event
-	err := s.db.Update(ctx, func(tx *state.Tx) error {
+	err := s.DB.Update(ctx, func(tx *state.Tx) error {
 		if tr.Job != nil {
 			if err := tx.UpdateJob(toStateJob(*tr.Job)); err != nil {
 				return err
@@ -52,8 +52,8 @@ func (s jobStore) Save(ctx context.Context, tr recovery.Transition) (api.Event, 
 	return fromStateEvent(out), err
 }
 
-func (s jobStore) Load(ctx context.Context, id string) (recovery.Job, error) {
-	j, steps, err := s.db.Job(ctx, id)
+func (s JobStore) Load(ctx context.Context, id string) (recovery.Job, error) {
+	j, steps, err := s.DB.Job(ctx, id)
 	if errors.Is(err, state.ErrNotFound) {
 		return recovery.Job{}, fmt.Errorf("%w: %w", recovery.ErrNotFound, err)
 	}
@@ -67,12 +67,12 @@ func (s jobStore) Load(ctx context.Context, id string) (recovery.Job, error) {
 	return out, nil
 }
 
-func (s jobStore) Jobs(ctx context.Context, f recovery.JobFilter) ([]recovery.Job, error) {
+func (s JobStore) Jobs(ctx context.Context, f recovery.JobFilter) ([]recovery.Job, error) {
 	sf := state.JobFilter{Operation: f.Operation, Plan: f.Plan, Limit: f.Limit}
 	for _, st := range f.Status {
 		sf.Status = append(sf.Status, string(st))
 	}
-	js, err := s.db.Jobs(ctx, sf)
+	js, err := s.DB.Jobs(ctx, sf)
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +83,8 @@ func (s jobStore) Jobs(ctx context.Context, f recovery.JobFilter) ([]recovery.Jo
 	return out, nil
 }
 
-func (s jobStore) Events(ctx context.Context, job string, after int64) ([]api.Event, error) {
-	evs, err := s.db.Events(ctx, job, after, 0)
+func (s JobStore) Events(ctx context.Context, job string, after int64) ([]api.Event, error) {
+	evs, err := s.DB.Events(ctx, job, after, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,331 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/standby-dr/standby/internal/api"
+	"github.com/standby-dr/standby/internal/clock"
+	"github.com/standby-dr/standby/internal/provider"
+	"github.com/standby-dr/standby/internal/provider/local"
+	"github.com/standby-dr/standby/internal/recovery"
+	"github.com/standby-dr/standby/internal/replica"
+	"github.com/standby-dr/standby/internal/replication"
+	"github.com/standby-dr/standby/internal/spec"
+	"github.com/standby-dr/standby/internal/state"
+)
+
+// SiteJob tags what the daemon builds of the sites as they run today (the
+// source networks, on-premises hosts and source machines), as opposed to
+// what recovery jobs make.
+const SiteJob = "site"
+
+// Options configure a Daemon.
+type Options struct {
+	Spec *spec.Spec
+	// Dir holds everything: state.db, the provider's state, the source
+	// disks of local sites, the replicas and the recovered disks.
+	Dir string
+	// Executable runs a boot command's "standby".
+	Executable string
+	Clock      clock.Clock
+	// Lab salts the local provider's loopback addresses.
+	Lab string
+	// MinInterval bounds how often points are cut, whatever the policy
+	// says (0: the policy's crashConsistentFrequency, at least 1s).
+	MinInterval time.Duration
+}
+
+// Daemon is one running standby: it owns the state, protects the spec's
+// VMs and runs recovery jobs.
+type Daemon struct {
+	o         Options
+	clk       clock.Clock
+	db        *state.DB
+	Sites     provider.Provider
+	closeSite func() error
+	Protector *replication.Protector
+	Driver    *recovery.Driver
+	Planner   *recovery.Planner
+	Runner    *recovery.Runner
+
+	mu     sync.Mutex
+	health map[string]*VMHealth
+}
+
+// VMHealth is a protected VM's replication state.
+type VMHealth struct {
+	VM        string    `json:"vm"`
+	State     string    `json:"state"` // initial-sync, protected, paused (fenced), error
+	Reason    string    `json:"reason,omitempty"`
+	LastPoint uint64    `json:"lastPoint"`
+	LastTime  time.Time `json:"lastPointTime"`
+	RPO       string    `json:"rpo"`
+	RPONanos  int64     `json:"rpoNanos"`
+	Alert     bool      `json:"alert"` // RPO above the policy's rpoThreshold
+	Shipped   int64     `json:"bytesShipped"`
+}
+
+// Open opens (or creates) a daemon's directory. Only the local provider is
+// wired for now.
+func Open(ctx context.Context, o Options) (*Daemon, error) {
+	if o.Spec == nil || o.Dir == "" {
+		return nil, errors.New("daemon: a spec and a directory are required")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	for _, st := range o.Spec.Sites {
+		if st.Provider != "local" {
+			return nil, fmt.Errorf("daemon: site %s uses provider %s; this daemon runs local sites (netlab sites: standby lab up)", st.Name, st.Provider)
+		}
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d := &Daemon{o: o, clk: o.Clock, health: map[string]*VMHealth{}}
+	db, err := state.Open(ctx, filepath.Join(o.Dir, "state.db"), o.Clock)
+	if err != nil {
+		return nil, err
+	}
+	d.db = db
+	lp, err := local.New(local.Options{Dir: filepath.Join(o.Dir, "sites"), Executable: o.Executable, Lab: o.Lab, StopGrace: 5 * time.Second, Clock: o.Clock})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.Sites, d.closeSite = lp, lp.Close
+	d.Protector = replication.NewProtector(filepath.Join(o.Dir, "replicas"), o.Clock)
+	d.Planner = recovery.NewPlanner(o.Spec)
+	d.Runner = &recovery.Runner{Sites: d.Sites, Protection: Protection{P: d.Protector}, Dir: filepath.Join(o.Dir, "recovered"), Clock: o.Clock, Executable: o.Executable}
+	d.Driver = recovery.New(JobStore{DB: db}, d.Runner, recovery.Options{Clock: o.Clock, Report: recovery.ReportJSON, Context: ctx})
+	return d, nil
+}
+
+// Close stops nothing that runs (machines keep running; a new daemon
+// adopts them) but releases the directory.
+func (d *Daemon) Close() error {
+	return errors.Join(d.Protector.Close(), d.closeSite(), d.db.Close())
+}
+
+// DiskPath is where a local source VM's disk lives.
+func (d *Daemon) DiskPath(vm, disk string) string {
+	return filepath.Join(d.o.Dir, "disks", vm, disk+".img")
+}
+
+// StartSites builds the source sites as they run today: their networks,
+// the on-premises hosts, the protected machines on sparse disk files.
+func (d *Daemon) StartSites(ctx context.Context) error {
+	target := d.o.Spec.Recovery.TargetSite
+	for i := range d.o.Spec.Networks {
+		n := &d.o.Spec.Networks[i]
+		for _, r := range recovery.NetworkResources(n) {
+			if err := d.Sites.CreateNetwork(ctx, SiteJob, r); err != nil {
+				return fmt.Errorf("daemon: build site %s: %w", n.Site, err)
+			}
+		}
+	}
+	for _, o := range d.o.Spec.OnPremises {
+		for _, h := range o.Hosts {
+			h := h
+			if err := d.Sites.CreateNetwork(ctx, SiteJob, provider.Resource{Site: o.Name, Host: &h}); err != nil {
+				return fmt.Errorf("daemon: on-premises host %s/%s: %w", o.Name, h.Name, err)
+			}
+		}
+	}
+	for _, vm := range d.o.Spec.Protection.VirtualMachines {
+		if vm.Site == target {
+			continue
+		}
+		if err := d.startSource(ctx, vm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine) error {
+	var disks []provider.Disk
+	for _, disk := range vm.Disks {
+		path := d.DiskPath(vm.Name, disk.Name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if _, err := os.Stat(path); err != nil {
+			f, err := os.Create(path)
+			if err != nil {
+				return fmt.Errorf("daemon: disk %s of %s: %w", disk.Name, vm.Name, err)
+			}
+			err = f.Truncate(int64(disk.Size))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("daemon: disk %s of %s: %w", disk.Name, vm.Name, err)
+			}
+		}
+		disks = append(disks, provider.Disk{Name: disk.Name, Path: path})
+	}
+	if vm.Boot == nil {
+		return nil
+	}
+	boot := *vm.Boot
+	if len(boot.Command) > 0 && boot.Command[0] == "standby" && d.o.Executable != "" {
+		boot.Command = append([]string{d.o.Executable}, boot.Command[1:]...)
+	}
+	if err := d.Sites.StartVM(ctx, SiteJob, provider.VM{Site: vm.Site, Name: vm.Name, NICs: vm.NICs, Disks: disks, Boot: boot}); err != nil {
+		return fmt.Errorf("daemon: start %s at %s: %w", vm.Name, vm.Site, err)
+	}
+	return nil
+}
+
+// StopSource stops the source machines of the protected VMs: the primary
+// site goes dark.
+func (d *Daemon) StopSource(ctx context.Context) error {
+	var errs []error
+	for _, vm := range d.o.Spec.Protection.VirtualMachines {
+		errs = append(errs, d.Sites.StopVM(ctx, vm.Site, vm.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// Protect starts protecting every VM and cuts its first point (the initial
+// replication). progress hears each VM's bytes done.
+func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, total int64)) error {
+	for _, vm := range d.o.Spec.Protection.VirtualMachines {
+		pol := d.o.Spec.PolicyOf(&vm)
+		m := replication.Machine{Name: vm.Name, Threads: pol.UploadThreadsPerVM, BlockSize: int64(pol.BlockSize),
+			Retention: replica.Retention{Window: pol.RecoveryPointRetention.Duration}}
+		for _, disk := range vm.Disks {
+			m.Disks = append(m.Disks, replication.SourceDisk{Name: disk.Name, Source: d.DiskPath(vm.Name, disk.Name)})
+		}
+		if err := d.Protector.Add(m); err != nil {
+			return err
+		}
+		d.setHealth(vm.Name, func(h *VMHealth) { h.State = "initial-sync" })
+		var cb func(done, total int64)
+		if progress != nil {
+			name := vm.Name
+			cb = func(done, total int64) { progress(name, done, total) }
+		}
+		if pts, _ := d.Protector.Points(ctx, vm.Name); len(pts) > 0 {
+			d.observe(vm.Name, pts[len(pts)-1], 0)
+			continue
+		}
+		res, err := d.Protector.Cut(ctx, vm.Name, "", cb)
+		if err != nil {
+			d.setHealth(vm.Name, func(h *VMHealth) { h.State, h.Reason = "error", err.Error() })
+			return err
+		}
+		d.observe(vm.Name, res.Point, res.BytesShipped)
+	}
+	return nil
+}
+
+func (d *Daemon) setHealth(vm string, f func(*VMHealth)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := d.health[vm]
+	if h == nil {
+		h = &VMHealth{VM: vm}
+		d.health[vm] = h
+	}
+	f(h)
+}
+
+func (d *Daemon) observe(vm string, pt replication.VMPoint, shipped int64) {
+	d.setHealth(vm, func(h *VMHealth) {
+		h.State, h.Reason, h.LastPoint, h.LastTime = "protected", "", pt.Seq, pt.Time
+		h.Shipped += shipped
+	})
+}
+
+// Health returns every VM's replication state, RPO computed now.
+func (d *Daemon) Health() []VMHealth {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.clk.Now()
+	var out []VMHealth
+	for _, h := range d.health {
+		c := *h
+		if d.Protector.Fenced(h.VM) {
+			c.State = "paused"
+			c.Reason = "fenced after failover"
+		}
+		if !c.LastTime.IsZero() {
+			rpo := now.Sub(c.LastTime)
+			c.RPONanos, c.RPO = int64(rpo), rpo.Round(100*time.Millisecond).String()
+			if vm := d.o.Spec.VM(c.VM); vm != nil {
+				if pol := d.o.Spec.PolicyOf(vm); pol != nil && rpo > pol.RPOThreshold.Duration {
+					c.Alert = true
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
+	return out
+}
+
+// Replicate cuts points of every VM on its policy's schedule until ctx
+// ends. Fenced VMs are skipped; an error is recorded in the VM's health and
+// retried on the next tick.
+func (d *Daemon) Replicate(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, vm := range d.o.Spec.Protection.VirtualMachines {
+		pol := d.o.Spec.PolicyOf(&vm)
+		every := pol.CrashConsistentFrequency.Duration
+		if every < time.Second {
+			every = time.Second
+		}
+		if d.o.MinInterval > 0 && every > d.o.MinInterval {
+			every = d.o.MinInterval
+		}
+		wg.Add(1)
+		go func(name string, every time.Duration) {
+			defer wg.Done()
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if d.Protector.Fenced(name) {
+					continue
+				}
+				res, err := d.Protector.Cut(ctx, name, "", nil)
+				switch {
+				case errors.Is(err, replication.ErrFenced) || ctx.Err() != nil:
+				case err != nil:
+					d.setHealth(name, func(h *VMHealth) { h.State, h.Reason = "error", err.Error() })
+				default:
+					d.observe(name, res.Point, res.BytesShipped)
+				}
+			}
+		}(vm.Name, every)
+	}
+	wg.Wait()
+}
+
+// Run gives a job its ID, stores it and runs it to its end or to a step
+// that waits for an operator.
+func (d *Daemon) Run(ctx context.Context, j recovery.Job) (recovery.Job, error) {
+	j = recovery.Tag(j, recovery.NewJobID(d.clk, j.Operation))
+	if _, err := d.Driver.Create(ctx, j); err != nil {
+		return recovery.Job{}, err
+	}
+	return d.Driver.Run(ctx, j.ID)
+}
+
+// Resume continues a job, acknowledging waiting steps when ack is set.
+func (d *Daemon) Resume(ctx context.Context, id string, ack bool) (recovery.Job, error) {
+	return d.Driver.Resume(ctx, id, api.ResumeRequest{Ack: ack})
+}
