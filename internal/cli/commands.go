@@ -11,6 +11,7 @@ func subcommands(e *env) []*cobra.Command {
 		newWorkloadCmd(e),
 		newLabCmd(e),
 		newReplicaCmd(e),
+		newReceiverCmd(e),
 		newJobsCmd(e),
 	}
 }

@@ -32,6 +32,7 @@ type replicaSyncOpts struct {
 
 func newReplicaSyncCmd(e *env) *cobra.Command {
 	var o replicaSyncOpts
+	var to syncToOpts
 	cmd := &cobra.Command{
 		Use:   "sync --source FILE --replica DIR",
 		Short: "Take one recovery point of a disk image or block device into a replica",
@@ -47,13 +48,22 @@ durable at the replica, and only then are the new hashes recorded.
 
 --threads sets the parallel streams (1-32), as Site Recovery's
 UploadThreadsPerVM. --block-size applies when the replica is created.
-Prints the point and the figures: bytes read, shipped, written, seconds.`,
+Prints the point and the figures: bytes read, shipped, written, seconds.
+
+With --to URL instead of --replica, the point goes to 'standby receiver' at
+the recovery site, in TLS 1.3 with --tls-cert/--tls-key (and --ca for the
+receiver's CA); --limit-mbps caps the bandwidth of all streams.`,
 		Example: `  standby replica sync --source vm1-disk0.img --replica /srv/standby/vm1-disk0
   standby replica sync --source /dev/vg0/snap --replica /srv/standby/db --state-dir /var/lib/standby --threads 8
-  standby replica sync --source disk.img --replica r --block-size 1MiB -o json`,
+  standby replica sync --source disk.img --replica r --block-size 1MiB -o json
+  standby replica sync --source vm1-disk0.img --to https://dr.example:7443/vm1/disk0 \
+      --tls-cert agent.crt --tls-key agent.key --ca receiver-ca.pem --threads 16 --limit-mbps 200`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.bsGiven = cmd.Flags().Changed("block-size")
+			if to.url != "" {
+				return runReplicaSyncTo(cmd.Context(), e, o, to)
+			}
 			return runReplicaSync(cmd.Context(), e, o)
 		},
 	}
@@ -65,6 +75,7 @@ Prints the point and the figures: bytes read, shipped, written, seconds.`,
 	f.StringVar(&o.blockSize, "block-size", "4MiB", "block size of a new replica (a multiple of 4KiB)")
 	f.StringVar(&o.stateDir, "state-dir", "", "where the block hashes of the last point are kept (default: beside the source)")
 	f.StringVar(&o.kind, "kind", replica.KindCrash, "kind of point: crash or app")
+	addSyncToFlags(f, &to)
 	return cmd
 }
 
