@@ -153,3 +153,51 @@ func (e *Error) Error() string {
 type ErrorBody struct {
 	Error Error `json:"error"`
 }
+
+// PointList is a VM's recovery points, oldest first.
+type PointList struct {
+	Points []Point `json:"points"`
+}
+
+// OperationRequest starts an operation of a recovery plan:
+// POST /v1/plans/{plan}/{operation}.
+type OperationRequest struct {
+	// Planned: a planned failover (stop the source, ship a final point).
+	Planned bool `json:"planned,omitempty"`
+	// Point: latest (default), latest-app, a sequence number or a time.
+	Point string `json:"point,omitempty"`
+	// Drill: the drill job a cleanup removes (default: the plan's newest).
+	Drill string `json:"drill,omitempty"`
+}
+
+// Operations a plan takes.
+const (
+	OpDrill        = "drill"
+	OpDrillCleanup = "drill-cleanup"
+	OpFailover     = "failover"
+	OpCommit       = "commit"
+	OpReprotect    = "reprotect"
+	OpFailback     = "failback"
+)
+
+// VMStatus is a protected VM's replication state.
+type VMStatus struct {
+	VM        string    `json:"vm"`
+	State     string    `json:"state"` // initial-sync, protected, paused, error
+	Reason    string    `json:"reason,omitempty"`
+	LastPoint uint64    `json:"lastPoint"`
+	LastTime  time.Time `json:"lastPointTime"`
+	RPO       string    `json:"rpo"`
+	RPONanos  int64     `json:"rpoNanos"`
+	Alert     bool      `json:"alert"` // RPO above the policy's rpoThreshold
+	Shipped   int64     `json:"bytesShipped"`
+}
+
+// StatusReport is the daemon's status: GET /v1/status.
+type StatusReport struct {
+	Spec string     `json:"spec"`
+	VMs  []VMStatus `json:"vms"`
+	// Plans tells where each plan stands: protected, failed-over,
+	// committed, reprotected.
+	Plans map[string]string `json:"plans"`
+}

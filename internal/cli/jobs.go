@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -250,7 +251,20 @@ type apiClient struct {
 }
 
 func newAPIClient(server string) *apiClient {
-	return &apiClient{base: strings.TrimRight(server, "/"), token: os.Getenv("STANDBY_TOKEN"), http: &http.Client{}}
+	return &apiClient{base: strings.TrimRight(server, "/"), token: apiToken(), http: &http.Client{}}
+}
+
+// apiToken is STANDBY_TOKEN, else the admin token a local daemon keeps in
+// its directory (STANDBY_DIR, default .standby).
+func apiToken() string {
+	if t := os.Getenv("STANDBY_TOKEN"); t != "" {
+		return t
+	}
+	b, err := os.ReadFile(filepath.Join(envOr("STANDBY_DIR", defaultDir), "admin.token"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func (c *apiClient) request(ctx context.Context, method, path string, body []byte) (*http.Request, error) {

@@ -13,8 +13,13 @@ import (
 // run runs the command line and returns exit code, stdout and stderr.
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	return runCtx(context.Background(), args...)
+}
+
+// runCtx runs the command line until it ends or ctx does.
+func runCtx(ctx context.Context, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := Main(context.Background(), args, strings.NewReader(""), &out, &errb)
+	code := Main(ctx, args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 

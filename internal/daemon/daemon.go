@@ -60,17 +60,7 @@ type Daemon struct {
 }
 
 // VMHealth is a protected VM's replication state.
-type VMHealth struct {
-	VM        string    `json:"vm"`
-	State     string    `json:"state"` // initial-sync, protected, paused (fenced), error
-	Reason    string    `json:"reason,omitempty"`
-	LastPoint uint64    `json:"lastPoint"`
-	LastTime  time.Time `json:"lastPointTime"`
-	RPO       string    `json:"rpo"`
-	RPONanos  int64     `json:"rpoNanos"`
-	Alert     bool      `json:"alert"` // RPO above the policy's rpoThreshold
-	Shipped   int64     `json:"bytesShipped"`
-}
+type VMHealth = api.VMStatus
 
 // Open opens (or creates) a daemon's directory. Only the local provider is
 // wired for now.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/netplan"
 	"github.com/standby-dr/standby/internal/provider"
 	"github.com/standby-dr/standby/internal/spec"
@@ -293,8 +294,11 @@ func (pl *Planner) Failover(planName string, o FailoverOptions) (Job, error) {
 				steps = append(steps, stop, final)
 				fenceDeps[vm] = []string{final.ID}
 			} else {
-				fence := Step{ID: "fence:" + vm, Action: ActFence, Resource: vm, Detail: "stop replicating " + vm + " and keep it stopped (the source is failed over)", Params: mustJSON(VMParams{VM: vm, Site: v.Site, Name: vm})}
-				steps = append(steps, fence)
+				// The source may be down; if it is not, it must not keep
+				// serving beside its recovered copy (split brain).
+				stop := Step{ID: "stop-source:" + vm, Action: ActStopSource, Resource: v.Site + "/" + vm, Detail: "stop " + vm + " at " + v.Site + " if it still runs", Params: mustJSON(VMParams{VM: vm, Site: v.Site, Name: vm}), OnFailure: api.PolicyProceed, Timeout: time.Minute}
+				fence := Step{ID: "fence:" + vm, Action: ActFence, Resource: vm, Detail: "stop replicating " + vm + " and keep it stopped (the source is failed over)", DependsOn: []string{stop.ID}, Params: mustJSON(VMParams{VM: vm, Site: v.Site, Name: vm})}
+				steps = append(steps, stop, fence)
 				fenceDeps[vm] = []string{fence.ID}
 			}
 		}

@@ -56,6 +56,8 @@ type vmState struct {
 	// Recovered are the disk files the VM runs from after a failover, by
 	// disk name: what reprotect copies back to the source disks.
 	Recovered map[string]string `json:"recovered,omitempty"`
+	// Final is the point a planned failover cut with the VM stopped.
+	Final uint64 `json:"final,omitempty"`
 }
 
 // Protector keeps the replicas of a set of VMs under one directory and
@@ -386,7 +388,7 @@ func (p *Protector) Unfence(ctx context.Context, vm string) error {
 	}
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
-	pv.st.Fenced = false
+	pv.st.Fenced, pv.st.Final = false, 0
 	return p.save(pv)
 }
 
@@ -412,16 +414,18 @@ func (p *Protector) Final(ctx context.Context, vm string) (VMPoint, error) {
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
 	if pv.st.Fenced {
-		if n := len(pv.st.Points); n > 0 && pv.st.Points[n-1].Kind == "final" {
-			return pv.st.Points[n-1], nil
+		if pt, ok := pv.point(pv.st.Final); ok && pv.st.Final > 0 {
+			return pt, nil
 		}
 		return VMPoint{}, fmt.Errorf("replication: final point of %s: %w", vm, ErrFenced)
 	}
-	res, err := p.cutLocked(ctx, pv, "final", nil)
+	// The machine is stopped: its disks are quiet, so the point is
+	// application-consistent.
+	res, err := p.cutLocked(ctx, pv, replica.KindApp, nil)
 	if err != nil {
 		return VMPoint{}, err
 	}
-	pv.st.Fenced = true
+	pv.st.Fenced, pv.st.Final = true, res.Point.Seq
 	if err := p.save(pv); err != nil {
 		return VMPoint{}, err
 	}

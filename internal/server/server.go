@@ -28,6 +28,8 @@ type Jobs interface {
 // Config is what a Server is built from.
 type Config struct {
 	Jobs Jobs
+	// Ops, when set, serves the plans' operations and replication status.
+	Ops Operations
 	// Tokens that may call the API. With none, every call but /healthz
 	// and the OpenAPI description is refused.
 	Tokens []Token
@@ -36,6 +38,7 @@ type Config struct {
 // Server is the HTTP API. It is an http.Handler.
 type Server struct {
 	jobs    Jobs
+	ops     Operations
 	tokens  []Token
 	mux     *http.ServeMux
 	metrics *metrics
@@ -52,7 +55,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Jobs == nil {
 		return nil, errors.New("server: no jobs to serve")
 	}
-	s := &Server{jobs: cfg.Jobs, tokens: cfg.Tokens, mux: http.NewServeMux()}
+	s := &Server{jobs: cfg.Jobs, ops: cfg.Ops, tokens: cfg.Tokens, mux: http.NewServeMux()}
 	s.metrics = newMetrics(cfg.Jobs)
 	cfg.Jobs.Observe(s.metrics.observe)
 
@@ -68,6 +71,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/jobs/{id}", s.require(RoleReader, s.getJob))
 	s.mux.HandleFunc("GET /v1/jobs/{id}/events", s.require(RoleReader, s.jobEvents))
 	s.mux.HandleFunc("POST /v1/jobs/{id}/resume", s.require(RoleOperator, s.resumeJob))
+	s.routeOperations()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path, "see /v1/openapi.yaml")
 	})

@@ -100,7 +100,7 @@ func (p *Provider) StartVM(ctx context.Context, job string, vm provider.VM) erro
 	defer p.mu.Unlock()
 	if m, ok := p.vms[ref]; ok {
 		if m.state() == "running" {
-			if bytes.Equal(m.Def, def) {
+			if sameJSON(m.Def, def) {
 				return nil
 			}
 			return fmt.Errorf("local: start %s: it runs already with another definition; stop it first: %w", ref, provider.ErrConflict)
@@ -353,4 +353,14 @@ func diskEnv(name string) string {
 		}
 	}
 	return "STANDBY_DISK_" + string(b)
+}
+
+// sameJSON compares two JSON documents whatever their spacing: a definition
+// read back from the state file is indented, a new one is compact.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
