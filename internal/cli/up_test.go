@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,9 @@ func TestUpAndOperate(t *testing.T) {
 		if v.State != "protected" || v.LastPoint == 0 {
 			t.Errorf("%s: %+v", v.VM, v)
 		}
+	}
+	if m := metricsOf(t, server); !strings.Contains(m, `standby_rpo_seconds{vm="app1"}`) || !strings.Contains(m, `standby_shipped_bytes_total{vm="app2"}`) {
+		t.Errorf("/metrics lacks the RPO and shipped bytes per VM:\n%s", m)
 	}
 	// Refusals: exit 2, nothing changed.
 	for _, args := range [][]string{{"commit", "contoso-app"}, {"reprotect", "contoso-app"}, {"failback", "contoso-app"}, {"failover", "no-such-plan"}, {"drill", "cleanup", "contoso-app"}} {
@@ -156,4 +160,21 @@ func stopMachines(t *testing.T, dir string) {
 			t.Error(err)
 		}
 	}
+}
+
+// metricsOf reads the daemon's /metrics with the admin token.
+func metricsOf(t *testing.T, server string) string {
+	t.Helper()
+	c := newAPIClient(server)
+	req, err := c.request(context.Background(), "GET", "/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

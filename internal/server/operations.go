@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/recovery"
@@ -73,4 +74,28 @@ func (s *Server) operate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, j.API())
+}
+
+// refreshReplication sets standby_rpo_seconds and standby_shipped_bytes_total
+// from the daemon's status at scrape time, so they are never stale.
+func (s *Server) refreshReplication(ctx context.Context) {
+	if s.ops == nil {
+		return
+	}
+	st, err := s.ops.Status(ctx)
+	if err != nil {
+		return
+	}
+	s.shippedMu.Lock()
+	defer s.shippedMu.Unlock()
+	if s.shippedSeen == nil {
+		s.shippedSeen = map[string]int64{}
+	}
+	for _, v := range st.VMs {
+		s.SetRPO(v.VM, time.Duration(v.RPONanos))
+		if d := v.Shipped - s.shippedSeen[v.VM]; d > 0 {
+			s.AddShipped(v.VM, d)
+			s.shippedSeen[v.VM] = v.Shipped
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/standby-dr/standby/internal/api"
 	"github.com/standby-dr/standby/internal/recovery"
@@ -37,11 +38,14 @@ type Config struct {
 
 // Server is the HTTP API. It is an http.Handler.
 type Server struct {
-	jobs    Jobs
-	ops     Operations
-	tokens  []Token
-	mux     *http.ServeMux
-	metrics *metrics
+	jobs Jobs
+	ops  Operations
+
+	shippedMu   sync.Mutex
+	shippedSeen map[string]int64 // bytes shipped per VM already counted
+	tokens      []Token
+	mux         *http.ServeMux
+	metrics     *metrics
 }
 
 //go:embed openapi.yaml
@@ -66,7 +70,10 @@ func New(cfg Config) (*Server, error) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(openAPI)
 	})
-	s.mux.Handle("GET /metrics", s.require(RoleReader, s.metrics.handler().ServeHTTP))
+	s.mux.Handle("GET /metrics", s.require(RoleReader, func(w http.ResponseWriter, r *http.Request) {
+		s.refreshReplication(r.Context())
+		s.metrics.handler().ServeHTTP(w, r)
+	}))
 	s.mux.HandleFunc("GET /v1/jobs", s.require(RoleReader, s.listJobs))
 	s.mux.HandleFunc("GET /v1/jobs/{id}", s.require(RoleReader, s.getJob))
 	s.mux.HandleFunc("GET /v1/jobs/{id}/events", s.require(RoleReader, s.jobEvents))
