@@ -5,6 +5,17 @@
 // hashes of the whole disk, and only then records those hashes at the
 // source. Memory stays within 2 x streams x block size of block buffers.
 //
+// Group runs the continuous loop of a consistency group (one VM, or
+// several cut together) over tracked disks: points on the policy's
+// schedule (crashConsistentFrequency, 0 for continuous: each shipped batch
+// commits a point; appConsistentFrequency with the VM's quiesce commands
+// around the cut), every disk of every VM cut at one instant, each VM's
+// disks shipped through its uploadThreadsPerVM streams, retention applied
+// as points arrive. It keeps a state per VM and disk (initial-sync with
+// progress and ETA, protected, resyncing, paused, error with the reason),
+// the RPO from the newest committed cut, an alert above rpoThreshold, and
+// the barrier pauses, all in Status.
+//
 // A Target is where points go: Local wraps a replica in this process; a
 // receiver across the network is another Target.
 //
