@@ -41,6 +41,8 @@ needed, but only one process may use a replica at a time.`,
 		newReplicaPruneCmd(e),
 		newReplicaPinCmd(e),
 		newReplicaSyncCmd(e),
+		newReplicaServeCmd(e),
+		newReplicaWatchCmd(e),
 	)
 	return cmd
 }
