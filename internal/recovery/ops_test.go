@@ -198,7 +198,7 @@ func TestDrillAndFailoverOnLocal(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	lp, err := local.New(local.Options{Dir: filepath.Join(dir, "local"), Executable: bin, Lab: filepath.Base(dir), StopGrace: 2 * time.Second})
+	lp, err := local.New(local.Options{Dir: filepath.Join(dir, "local"), Executable: bin, Lab: dir, StopGrace: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
