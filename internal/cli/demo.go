@@ -230,6 +230,14 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 		dm.say("   %-5s point %d, %s shipped (zeros are not sent)\n", h.VM, h.LastPoint, byteSize(h.Shipped))
 	}
 	dm.say("   done in %s; from now on a point every %s.\n", time.Since(t0).Round(time.Millisecond), o.every)
+	pj, err := d.Provision(ctx)
+	if err != nil {
+		return err
+	}
+	if pj.Status != api.StatusSucceeded && pj.ID != "" {
+		return dm.failed("provision", pj)
+	}
+	dm.say("   The target network is built ahead of failover (provisionBeforeFailover): %d runbook actions.\n", len(pj.Steps))
 	rctx, stopReplication := context.WithCancel(ctx)
 	replicated := make(chan struct{})
 	go func() { d.Replicate(rctx); close(replicated) }()

@@ -104,6 +104,11 @@ func runUp(ctx context.Context, e *env, o upOpts) error {
 	for _, h := range d.Health() {
 		log.Info("protected", "vm", h.VM, "point", h.LastPoint, "shipped", byteSize(h.Shipped))
 	}
+	if pj, err := d.Provision(ctx); err != nil {
+		log.Warn("provision the target network", "err", err)
+	} else if pj.ID != "" {
+		log.Info("target network provisioned ahead of failover", "job", pj.ID, "status", pj.Status, "steps", len(pj.Steps))
+	}
 	if ids, err := d.Driver.StartUnfinished(ctx); err != nil {
 		log.Warn("resume unfinished jobs", "err", err)
 	} else if len(ids) > 0 {

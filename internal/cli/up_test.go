@@ -74,8 +74,19 @@ func TestUpAndOperate(t *testing.T) {
 			t.Errorf("%v: exit %d %q, want 2 with a reason", args, code, stderr)
 		}
 	}
-	if code, out, _ := run(t, "jobs", "--server", server, "-o", "json"); code != ExitOK || strings.Contains(out, `"operation"`) {
-		t.Errorf("a refused operation made a job: %s", out)
+	var jl api.JobList
+	if code, out, _ := run(t, "jobs", "--server", server, "-o", "json"); code != ExitOK || json.Unmarshal([]byte(out), &jl) != nil {
+		t.Fatalf("jobs: %s", out)
+	}
+	for _, j := range jl.Jobs {
+		if j.Operation != "provision" {
+			t.Errorf("a refused operation made a job: %+v", j)
+		} else if j.Status != api.StatusSucceeded {
+			t.Errorf("the target network was not provisioned ahead: %+v", j)
+		}
+	}
+	if len(jl.Jobs) != 1 {
+		t.Errorf("want the provision job alone, got %d jobs", len(jl.Jobs))
 	}
 
 	// A planned failover: the source stops, a final point ships, nothing is lost.

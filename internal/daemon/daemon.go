@@ -175,6 +175,20 @@ func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine) error 
 	return nil
 }
 
+// Provision builds the before-failover part of the runbook when the spec
+// asks for it (provisionBeforeFailover, the default). It is idempotent; a
+// daemon runs it at every start and it costs nothing once done.
+func (d *Daemon) Provision(ctx context.Context) (recovery.Job, error) {
+	if !d.o.Spec.Recovery.NetworkMapping.Connectivity.Provision() {
+		return recovery.Job{}, nil
+	}
+	j, err := d.Planner.Provision()
+	if err != nil || len(j.Steps) == 0 {
+		return recovery.Job{}, err
+	}
+	return d.Run(ctx, j)
+}
+
 // StopSource stops the source machines of the protected VMs: the primary
 // site goes dark.
 func (d *Daemon) StopSource(ctx context.Context) error {

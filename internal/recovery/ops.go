@@ -23,6 +23,7 @@ const (
 	OpCommit       = "commit"
 	OpReprotect    = "reprotect"
 	OpFailback     = "failback"
+	OpProvision    = "provision"
 )
 
 // Step actions beyond the runbook's network actions.
@@ -369,6 +370,25 @@ func (pl *Planner) Failover(planName string, o FailoverOptions) (Job, error) {
 	}
 	params := map[string]any{"planned": o.Planned, "point": point}
 	return Job{Operation: OpFailover, Plan: p.Name, Steps: steps, Params: mustJSON(params)}, nil
+}
+
+// Provision builds ahead of time what the runbook's before-failover phase
+// holds (the target VNets, subnets, route tables, appliances, gateway,
+// peerings and the connections that do not meet the live source), as the
+// guidance recommends: the failover then waits for none of it.
+func (pl *Planner) Provision() (Job, error) {
+	var steps []Step
+	for _, a := range pl.Plan.Runbook {
+		if a.Phase != netplan.PhaseBefore {
+			continue
+		}
+		np, err := pl.networkParams(a)
+		if err != nil {
+			return Job{}, err
+		}
+		steps = append(steps, Step{ID: a.ID, Action: a.Action, Resource: a.Resource, Detail: a.Detail, DependsOn: slices.Clone(a.DependsOn), OnFailure: a.OnFailure, Retries: 3, Backoff: 2 * time.Second, Params: mustJSON(np)})
+	}
+	return Job{Operation: OpProvision, Plan: "", Steps: steps}, nil
 }
 
 // Commit makes the failover's points final: pins are released.
