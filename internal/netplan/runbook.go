@@ -211,6 +211,20 @@ func (p *Plan) buildRunbook() []Action {
 		}
 	}
 
+	// Fencing: with the same IPs on two circuits, on-premises must stop
+	// sending to the source hub before the machines answer at the target,
+	// and the source hub must not advertise again when its region returns.
+	// If the region is down, its hub advertises nothing: a failed
+	// disconnect does not stop the failover.
+	if p.SameIPs() && len(conflicts) == 0 {
+		for _, sc := range p.srcConns {
+			if sc.Gateway != nil && sc.Gateway.VNet == p.hub {
+				fenceIDs = append(fenceIDs, b.add(Action{Phase: PhaseFailover, Action: ActDeleteConn, Resource: sc.ID(), OnFailure: "proceed",
+					Detail: fmt.Sprintf("disconnect %s from circuit %s so that on-premises reaches the target hub, and keep it from coming back (fencing); if the source region is down, it advertises nothing and the job goes on", sc.Gateway.Name, sc.Circuit.Name)}))
+			}
+		}
+	}
+
 	// The machines wait for the network actions of the failover phase, not
 	// for a bandwidth raise, which can go on beside them.
 	var netDone []string
@@ -221,16 +235,6 @@ func (p *Plan) buildRunbook() []Action {
 	}
 	for _, pl := range p.spec.Recovery.Plans {
 		p.addGroups(b, pl, PhaseFailover, netDone)
-	}
-
-	// Fencing: with the same IPs on two circuits, the source hub must not
-	// advertise again when the source region returns.
-	if p.SameIPs() && len(conflicts) == 0 {
-		for _, sc := range p.srcConns {
-			if sc.Gateway != nil && sc.Gateway.VNet == p.hub {
-				fenceIDs = append(fenceIDs, p.deleteSource(b, sc, PhaseAfter))
-			}
-		}
 	}
 
 	// Failback: the reverse.
@@ -250,7 +254,7 @@ func (p *Plan) buildRunbook() []Action {
 	} else if p.SameIPs() {
 		for _, sc := range p.srcConns {
 			if sc.Gateway != nil && sc.Gateway.VNet == p.hub {
-				fb = append(fb, b.add(Action{Phase: PhaseFailback, Action: ActCreateConn, Resource: sc.ID(), Detail: fmt.Sprintf("reconnect %s to circuit %s (it was fenced after failover)", sc.Gateway.Name, sc.Circuit.Name)}))
+				fb = append(fb, b.add(Action{Phase: PhaseFailback, Action: ActCreateConn, Resource: sc.ID(), Detail: fmt.Sprintf("reconnect %s to circuit %s (it was fenced at failover)", sc.Gateway.Name, sc.Circuit.Name)}))
 			}
 		}
 	}
