@@ -77,7 +77,8 @@ type Tracked struct {
 	gen     uint64 // generation of dirty; the cut of dirty gets this number
 	cut     *TrackedCut
 
-	committedGen uint64 // newest generation in a committed point
+	metaMu       sync.Mutex // guards what follows; never held by writes
+	committedGen uint64     // newest generation in a committed point
 	newest       uint64
 	newestTime   time.Time
 
@@ -312,7 +313,7 @@ func (t *Tracked) Stats() TrackedStats {
 	return TrackedStats{
 		Writes: t.writes.Load(), BytesWritten: t.written.Load(), DirtyBytes: min(dirty, t.size),
 		CopiedAside: t.cowBytes.Load(), IntentSyncs: t.intent.syncs.Load(), Generation: int64(gen - 1),
-		Grain: t.grain, Unit: t.unit, Size: t.size, NewestPoint: int64(t.newest), IntentRegion: t.intent.region,
+		Grain: t.grain, Unit: t.unit, Size: t.size, NewestPoint: int64(t.newestSeq()), IntentRegion: t.intent.region,
 	}
 }
 
@@ -417,13 +418,13 @@ func fdatasync(f *os.File) error {
 // replica as point seq: regions quiet since then leave the intent log.
 func (t *Tracked) Committed(c *TrackedCut, seq uint64, at time.Time) error {
 	c.finish(true)
-	t.barrier.Lock()
+	t.metaMu.Lock()
 	if c.gen > t.committedGen {
 		t.committedGen = c.gen
 	}
 	gen := t.committedGen
 	t.newest, t.newestTime = seq, at
-	t.barrier.Unlock()
+	t.metaMu.Unlock()
 	cutoff := t.clk.Now().Add(-t.quiet).UnixNano()
 	if err := t.intent.clearQuiet(gen, cutoff); err != nil {
 		return fmt.Errorf("capture: %s: %w", t.path, err)
@@ -498,4 +499,10 @@ func (t *Tracked) closeCow() {
 		_ = t.cow.Close()
 		t.cow = nil
 	}
+}
+
+func (t *Tracked) newestSeq() uint64 {
+	t.metaMu.Lock()
+	defer t.metaMu.Unlock()
+	return t.newest
 }

@@ -247,6 +247,11 @@ func TestServeKillResume(t *testing.T) {
 	write(disks[0], 20, 64)
 	write(disks[1], 20, 64)
 	time.Sleep(800 * time.Millisecond)
+	var wout, werr bytes.Buffer
+	if code := Main(context.Background(), []string{"replica", "watch", "--mount", disks[0].mount, "--once"}, nil, &wout, &werr); code != 0 ||
+		!strings.Contains(wout.String(), "protected") || !strings.Contains(wout.String(), "RPO") {
+		t.Errorf("replica watch --once: exit %d\n%s%s", code, wout.String(), werr.String())
+	}
 	proc.Process.Signal(syscall.SIGTERM)
 	if err := proc.Wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v\n%s", err, logs.String())

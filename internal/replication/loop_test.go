@@ -233,3 +233,35 @@ var errTargetDown = &targetErr{"the target is down"}
 type targetErr struct{ s string }
 
 func (e *targetErr) Error() string { return e.s }
+
+// TestLoopRetention: the policy's retention is applied as points arrive.
+func TestLoopRetention(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	d := newLoopDisk(t, dir, "d0", 1<<20, clk)
+	ctx := context.Background()
+	pol := spec.Policy{RecoveryPointRetention: spec.Duration{Duration: time.Hour}}
+	g, err := NewGroup(ctx, GroupOptions{Name: "g", Clock: clk,
+		Wait: func(ctx context.Context, d time.Duration) error { clk.Advance(d); return nil },
+		VMs:  []VM{{Name: "vm", Policy: pol, Disks: []Disk{{Name: "d0", Tracked: d.tr, Target: Local(d.r), Pruner: d.r}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := d.tr.WriteAt([]byte{byte(i + 1)}, int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.cycle(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(50 * time.Minute)
+	}
+	var seqs []uint64
+	for _, p := range d.r.Points() {
+		seqs = append(seqs, p.Seq)
+	}
+	// Point 1 is 100 minutes old when point 3 arrives: out of the window.
+	if len(seqs) != 2 || seqs[0] != 2 {
+		t.Fatalf("points after retention of 1h: %v, want [2 3]", seqs)
+	}
+}
