@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/standby-dr/standby/internal/clock"
 	"github.com/standby-dr/standby/internal/provider"
 	"github.com/standby-dr/standby/internal/provider/local"
+	"github.com/standby-dr/standby/internal/provider/netlab"
 	"github.com/standby-dr/standby/internal/recovery"
 	"github.com/standby-dr/standby/internal/replica"
 	"github.com/standby-dr/standby/internal/replication"
@@ -40,6 +43,9 @@ type Options struct {
 	// MinInterval bounds how often points are cut, whatever the policy
 	// says (0: the policy's crashConsistentFrequency, at least 1s).
 	MinInterval time.Duration
+	// Provider is local or netlab; empty: what the spec's sites say (they
+	// must all say the same).
+	Provider string
 }
 
 // Daemon is one running standby: it owns the state, protects the spec's
@@ -55,8 +61,30 @@ type Daemon struct {
 	Planner   *recovery.Planner
 	Runner    *recovery.Runner
 
+	// lab is the netlab provider when the sites are namespaces.
+	lab *netlab.Provider
+
 	mu     sync.Mutex
 	health map[string]*VMHealth
+}
+
+// LabName names the netlab lab of a daemon: the spec's name and its
+// directory, so that two daemons never share namespaces.
+func LabName(s *spec.Spec, dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return s.Name + "-" + hex.EncodeToString(sum[:3])
+}
+
+// Lab returns the netlab provider, or nil for local sites.
+func (d *Daemon) Lab() *netlab.Provider { return d.lab }
+
+// Down removes a netlab daemon's lab: every namespace and machine of it.
+func (d *Daemon) Down(ctx context.Context) error {
+	if d.lab == nil {
+		return nil
+	}
+	_, err := netlab.Down(ctx, d.lab.Lab(), d.lab.Dir(), 5*time.Second)
+	return err
 }
 
 // VMHealth is a protected VM's replication state.
@@ -71,10 +99,16 @@ func Open(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
-	for _, st := range o.Spec.Sites {
-		if st.Provider != "local" {
-			return nil, fmt.Errorf("daemon: site %s uses provider %s; this daemon runs local sites (netlab sites: standby lab up)", st.Name, st.Provider)
+	if o.Provider == "" {
+		for _, st := range o.Spec.Sites {
+			if o.Provider != "" && st.Provider != o.Provider {
+				return nil, fmt.Errorf("daemon: site %s uses provider %s, site %s %s; one daemon runs sites of one provider", o.Spec.Sites[0].Name, o.Provider, st.Name, st.Provider)
+			}
+			o.Provider = st.Provider
 		}
+	}
+	if o.Provider != "local" && o.Provider != "netlab" {
+		return nil, fmt.Errorf("daemon: provider %q: this daemon runs local and netlab sites", o.Provider)
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -85,12 +119,26 @@ func Open(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.db = db
-	lp, err := local.New(local.Options{Dir: filepath.Join(o.Dir, "sites"), Executable: o.Executable, Lab: o.Lab, StopGrace: 5 * time.Second, Clock: o.Clock})
-	if err != nil {
-		db.Close()
-		return nil, err
+	if o.Provider == "netlab" {
+		no := netlab.ForSpec(o.Spec)
+		no.Lab = LabName(o.Spec, o.Dir)
+		no.Dir = filepath.Join(o.Dir, "sites")
+		no.Executable, no.StopGrace, no.Clock = o.Executable, 5*time.Second, o.Clock
+		np, err := netlab.New(no)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		d.Sites, d.closeSite = np, np.Close
+		d.lab = np
+	} else {
+		lp, err := local.New(local.Options{Dir: filepath.Join(o.Dir, "sites"), Executable: o.Executable, Lab: o.Lab, StopGrace: 5 * time.Second, Clock: o.Clock})
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		d.Sites, d.closeSite = lp, lp.Close
 	}
-	d.Sites, d.closeSite = lp, lp.Close
 	d.Protector = replication.NewProtector(filepath.Join(o.Dir, "replicas"), o.Clock)
 	d.Planner = recovery.NewPlanner(o.Spec)
 	d.Runner = &recovery.Runner{Sites: d.Sites, Protection: Protection{P: d.Protector}, Dir: filepath.Join(o.Dir, "recovered"), Clock: o.Clock, Executable: o.Executable}
@@ -115,6 +163,13 @@ func (d *Daemon) StartSites(ctx context.Context) error {
 	target := d.o.Spec.Recovery.TargetSite
 	for i := range d.o.Spec.Networks {
 		n := &d.o.Spec.Networks[i]
+		if d.lab != nil {
+			// One rebuild of the namespaces for the whole site.
+			if err := d.lab.Apply(ctx, SiteJob, netlab.Resources(n)...); err != nil {
+				return fmt.Errorf("daemon: build site %s: %w", n.Site, err)
+			}
+			continue
+		}
 		for _, r := range recovery.NetworkResources(n) {
 			if err := d.Sites.CreateNetwork(ctx, SiteJob, r); err != nil {
 				return fmt.Errorf("daemon: build site %s: %w", n.Site, err)

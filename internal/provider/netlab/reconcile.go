@@ -194,6 +194,10 @@ func (p *Provider) createLink(ctx context.Context, l *link) error {
 		if e.Master != "" {
 			lines = append(lines, fmt.Sprintf("link set %s master %s", e.If, e.Master))
 		}
+		// A stable address: a machine whose namespace is made again (stopped,
+		// then started) keeps its MAC, so its neighbours' caches stay right
+		// instead of sending to the old one until they time out.
+		lines = append(lines, fmt.Sprintf("link set %s address %s", e.If, stableMAC(e.NS, e.If)))
 		lines = append(lines, fmt.Sprintf("link set %s up", e.If))
 		if err := ipBatch(ctx, e.NS, lines); err != nil {
 			return err
@@ -222,4 +226,11 @@ func (p *Provider) shape(ctx context.Context, e endpoint, l *link) error {
 		return errors.Join(err, terr)
 	}
 	return nil
+}
+
+// stableMAC derives a locally administered unicast MAC from a namespace
+// and an interface name.
+func stableMAC(ns, ifname string) string {
+	sum := sha256.Sum256([]byte(ns + "/" + ifname))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", sum[0], sum[1], sum[2], sum[3], sum[4])
 }
