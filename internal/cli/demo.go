@@ -19,12 +19,14 @@ import (
 	"github.com/standby-dr/standby/internal/daemon"
 	"github.com/standby-dr/standby/internal/netplan"
 	"github.com/standby-dr/standby/internal/provider"
+	"github.com/standby-dr/standby/internal/provider/netlab"
 	"github.com/standby-dr/standby/internal/recovery"
 	"github.com/standby-dr/standby/internal/spec"
 )
 
 type demoOpts struct {
 	keep       bool
+	lab        bool
 	every      time.Duration
 	executable string
 }
@@ -43,11 +45,13 @@ and the records lost, then reprotects and fails back with zero loss.
 Nothing outside the temporary directory is touched.`,
 		Example: `  go run ./cmd/standby demo
   standby demo -o json
-  standby demo --keep      # keep the directory to look at replicas and logs`,
+  standby demo --keep      # keep the directory to look at replicas and logs
+  sudo standby demo --lab  # the same story on real namespaces, circuits and NVAs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runDemo(cmd.Context(), e, o) },
 	}
 	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep the temporary directory")
+	cmd.Flags().BoolVar(&o.lab, "lab", false, "run the sites as real networks of Linux namespaces (netlab; needs root)")
 	cmd.Flags().DurationVar(&o.every, "every", 2*time.Second, "how often recovery points are cut during the demo")
 	cmd.Flags().StringVar(&o.executable, "executable", "", "the standby binary the VMs run (default: this program)")
 	_ = cmd.Flags().MarkHidden("executable")
@@ -70,6 +74,8 @@ type DemoResult struct {
 	Seconds    float64           `json:"seconds"`
 	Leftovers  int               `json:"drillLeftovers"`
 	ManualAcks []string          `json:"manualSteps"`
+	// RealPaths are the probes' paths on netlab (--lab).
+	RealPaths []*netlab.Trace `json:"realPaths,omitempty"`
 }
 
 // LedgerLoss is what one ledger VM wrote and what each move kept.
@@ -85,10 +91,11 @@ type LedgerLoss struct {
 
 // demo narrates to w (text mode) and collects the result.
 type demo struct {
-	e   *env
-	w   io.Writer
-	d   *daemon.Daemon
-	res DemoResult
+	spec *spec.Spec
+	e    *env
+	w    io.Writer
+	d    *daemon.Daemon
+	res  DemoResult
 }
 
 func (dm *demo) say(format string, args ...any) {
@@ -118,23 +125,40 @@ func runDemo(ctx context.Context, e *env, o demoOpts) error {
 	if err != nil {
 		return err
 	}
+	kind := "local"
+	if o.lab {
+		if os.Geteuid() != 0 {
+			return badInputf("--lab builds network namespaces and needs root; run without --lab for the local provider")
+		}
+		kind = "netlab"
+		for i := range s.Sites {
+			s.Sites[i].Provider = kind
+		}
+	}
 	exe := o.executable
 	if exe == "" {
 		if exe, err = os.Executable(); err != nil {
 			return fmt.Errorf("demo: find this program: %w", err)
 		}
 	}
-	dm := &demo{e: e, w: e.stdout, res: DemoResult{Dir: dir}}
+	dm := &demo{spec: s, e: e, w: e.stdout, res: DemoResult{Dir: dir}}
 	dm.say("standby demo: %s, in %s\n", s.Name, dir)
 
 	if err := dm.design(s); err != nil {
 		return err
 	}
-	d, err := daemon.Open(ctx, daemon.Options{Spec: s, Dir: filepath.Join(dir, "standby"), Executable: exe, Lab: filepath.Base(dir), MinInterval: o.every})
+	d, err := daemon.Open(ctx, daemon.Options{Spec: s, Dir: filepath.Join(dir, "standby"), Executable: exe, Lab: filepath.Base(dir), MinInterval: o.every, Provider: kind})
 	if err != nil {
 		return err
 	}
 	dm.d = d
+	defer func() {
+		if d.Lab() != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			_ = d.Down(dctx)
+		}
+	}()
 	defer func() {
 		// Stop every machine the demo started, whatever happened.
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -312,6 +336,7 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 		return dm.failed("failover", fo)
 	}
 	dm.say("   RTO %s (network steps, boot from the point, health checks, the plan's checks from hq/client).\n", dm.res.Failover.RTOText)
+	dm.realPath(ctx, "after failover")
 	for _, m := range dm.res.Failover.Machines {
 		r, err := dm.ledger(ctx, m.Site, m.VM)
 		if err != nil {
@@ -386,7 +411,24 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 		dm.say("   %s: back at %s with %d records, %d lost.\n", l.VM, vm.Site, l.AfterFailback, l.LostInFailback)
 	}
 	dm.say("   RTO %s; replication from %s resumed.\n", dm.res.Failback.RTOText, s.Protection.VirtualMachines[0].Site)
+	dm.realPath(ctx, "after failback")
 	return nil
+}
+
+// realPath prints the path real probes take from hq/client to app1 when the
+// sites are namespaces.
+func (dm *demo) realPath(ctx context.Context, when string) {
+	lab := dm.d.Lab()
+	if lab == nil {
+		return
+	}
+	tr, err := lab.Trace(ctx, "hq/client", netip.MustParseAddr("10.1.0.4"), netlab.TraceOptions{})
+	if err != nil {
+		dm.say("   real probes %s: %v\n", when, err)
+		return
+	}
+	dm.res.RealPaths = append(dm.res.RealPaths, tr)
+	dm.say("   real probes %s: hq/client > %s (%s)\n", when, strings.Join(tr.Nodes(), " > "), tr.Result)
 }
 
 // runAcking runs a job, acknowledging its manual steps as an operator
@@ -439,6 +481,20 @@ type ledgerRecords struct {
 // ledger asks a ledger VM how many records it holds, at the address the
 // site gives it.
 func (dm *demo) ledger(ctx context.Context, site, vm string) (ledgerRecords, error) {
+	if lab := dm.d.Lab(); lab != nil {
+		// On namespaces, ask from the on-premises client, the real way.
+		v := dm.spec.VM(vm)
+		body, err := lab.Get(ctx, "hq/client", fmt.Sprintf("http://%s:8080/records", v.NICs[0].IPAddress))
+		if err != nil {
+			return ledgerRecords{}, fmt.Errorf("demo: ask %s for its records: %w", vm, err)
+		}
+		var r ledgerRecords
+		if err := json.Unmarshal(body, &r); err != nil {
+			return ledgerRecords{}, fmt.Errorf("demo: records of %s: %w", vm, err)
+		}
+		r.Recovered = r.Rec.LastSeq
+		return r, nil
+	}
 	items, err := dm.d.Sites.List(ctx, provider.Filter{Site: site, Kind: provider.KindVM})
 	if err != nil {
 		return ledgerRecords{}, err

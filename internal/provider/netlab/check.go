@@ -141,3 +141,33 @@ func (p *Provider) Exec(ctx context.Context, node string, argv []string, stdin i
 	}
 	return 0, nil
 }
+
+// Get fetches an http:// URL from inside a node's namespace and returns the
+// body (at most 1 MiB): what a client there would read, through the lab's
+// real path.
+func (p *Provider) Get(ctx context.Context, from, rawURL string) ([]byte, error) {
+	ns, err := p.hostNamespace(ctx, from)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: get from %s: %w", from, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: get %s: %w", rawURL, err)
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		Proxy:             nil,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dialIn(ctx, ns, "tcp4", addr)
+		},
+	}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: get %s from %s: %w", rawURL, from, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("netlab: get %s from %s: %s", rawURL, from, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
