@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -159,5 +161,35 @@ func TestDemo(t *testing.T) {
 		if l.LostInFailback != 0 {
 			t.Errorf("%s lost %d records in the planned failback", l.VM, l.LostInFailback)
 		}
+	}
+}
+
+// The same story on real namespaces: the probes go through the target
+// circuit after failover and the source circuit after failback, and the
+// lab is gone afterwards.
+func TestDemoLab(t *testing.T) {
+	needLabRoot(t)
+	bin := standbyBinary(t)
+	code, out, stderr := run(t, "demo", "--lab", "--executable", bin, "--every", "1s", "-o", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res DemoResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.RealPaths) != 2 {
+		t.Fatalf("want the real paths after failover and failback: %+v", res.RealPaths)
+	}
+	if !slices.Contains(res.RealPaths[0].Nodes(), "er-singapore") || !slices.Contains(res.RealPaths[1].Nodes(), "er-hongkong") {
+		t.Errorf("paths: after failover %v, after failback %v", res.RealPaths[0].Nodes(), res.RealPaths[1].Nodes())
+	}
+	for _, l := range res.Ledgers {
+		if l.LostInFailback != 0 {
+			t.Errorf("%s lost %d records in the failback", l.VM, l.LostInFailback)
+		}
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "sb-") {
+		t.Errorf("the demo left namespaces:\n%s", out)
 	}
 }
