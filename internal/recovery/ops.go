@@ -343,31 +343,18 @@ func (pl *Planner) Failover(planName string, o FailoverOptions) (Job, error) {
 			}
 			s.Params = mustJSON(c)
 			s.Retries = 0
-		case netplan.ActRunScript:
-			sc := pl.scriptOf(p, a.Resource)
-			if sc == nil {
-				continue
-			}
-			s.Params = mustJSON(sc)
-			s.Timeout = sc.Timeout.Duration
-		case netplan.ActManual:
 		default:
-			np, err := pl.networkParams(a)
+			keep, err := pl.plainStep(p, a, &s)
 			if err != nil {
 				return Job{}, err
 			}
-			s.Params = mustJSON(np)
+			if !keep {
+				continue
+			}
 		}
 		steps = append(steps, s)
 	}
-	// Drop dependencies on runbook actions left out (other plans).
-	have := map[string]bool{}
-	for _, s := range steps {
-		have[s.ID] = true
-	}
-	for i := range steps {
-		steps[i].DependsOn = slices.DeleteFunc(steps[i].DependsOn, func(d string) bool { return !have[d] })
-	}
+	pruneDeps(steps)
 	params := map[string]any{"planned": o.Planned, "point": point}
 	return Job{Operation: OpFailover, Plan: p.Name, Steps: steps, Params: mustJSON(params)}, nil
 }
@@ -490,22 +477,51 @@ func (pl *Planner) Failback(planName string) (Job, error) {
 			}
 			s.Params, s.Retries = mustJSON(checkParams(*a.Check)), 0
 			lastChecks = append(lastChecks, s.ID)
-		case netplan.ActRunScript:
-			sc := pl.scriptOf(p, a.Resource)
-			if sc == nil {
-				continue
-			}
-			s.Params, s.Timeout = mustJSON(sc), sc.Timeout.Duration
-		case netplan.ActManual:
 		default:
-			np, err := pl.networkParams(a)
+			keep, err := pl.plainStep(p, a, &s)
 			if err != nil {
 				return Job{}, err
 			}
-			s.Params = mustJSON(np)
+			if !keep {
+				continue
+			}
 		}
 		steps = append(steps, s)
 	}
+	pruneDeps(steps)
+	for _, g := range p.Groups {
+		for _, vm := range g.VirtualMachines {
+			steps = append(steps, Step{ID: "resume-replication:" + vm, Action: ActResume, Resource: vm, Detail: "replicate " + vm + " from its source again", DependsOn: slices.Clone(lastChecks), Params: mustJSON(VMParams{VM: vm})})
+		}
+	}
+	return Job{Operation: OpFailback, Plan: p.Name, Steps: steps}, nil
+}
+
+// plainStep fills the params of a runbook action that is neither a group's
+// boot nor a check: a script, a manual step, or a network action. It
+// reports false for a script the plan does not hold.
+func (pl *Planner) plainStep(p *spec.Plan, a netplan.Action, s *Step) (bool, error) {
+	switch a.Action {
+	case netplan.ActRunScript:
+		sc := pl.scriptOf(p, a.Resource)
+		if sc == nil {
+			return false, nil
+		}
+		s.Params, s.Timeout = mustJSON(sc), sc.Timeout.Duration
+	case netplan.ActManual:
+	default:
+		np, err := pl.networkParams(a)
+		if err != nil {
+			return false, err
+		}
+		s.Params = mustJSON(np)
+	}
+	return true, nil
+}
+
+// pruneDeps drops dependencies on runbook actions a job left out (another
+// plan's groups).
+func pruneDeps(steps []Step) {
 	have := map[string]bool{}
 	for _, s := range steps {
 		have[s.ID] = true
@@ -513,12 +529,6 @@ func (pl *Planner) Failback(planName string) (Job, error) {
 	for i := range steps {
 		steps[i].DependsOn = slices.DeleteFunc(steps[i].DependsOn, func(d string) bool { return !have[d] })
 	}
-	for _, g := range p.Groups {
-		for _, vm := range g.VirtualMachines {
-			steps = append(steps, Step{ID: "resume-replication:" + vm, Action: ActResume, Resource: vm, Detail: "replicate " + vm + " from its source again", DependsOn: slices.Clone(lastChecks), Params: mustJSON(VMParams{VM: vm})})
-		}
-	}
-	return Job{Operation: OpFailback, Plan: p.Name, Steps: steps}, nil
 }
 
 func isPlanAction(a netplan.Action) bool {
