@@ -23,7 +23,8 @@
 // bridge in the router. The circuit routes on-premises prefixes to the
 // router and each connection's advertised prefixes (netplan.Advertised) to
 // its gateway; the router learns every connected hub's prefixes, a source
-// site's connection before a target's (metric). Connecting a hub whose
+// site's connection before a target's (metric), or the connections of the
+// site Prefer names first (kept in the state). Connecting a hub whose
 // prefixes overlap another connection's on the same circuit fails with
 // rule ER-04, unless Options.Force: then both are installed as multipath
 // and packets are lost. tc shapes each circuit link to its bandwidth with

@@ -267,10 +267,10 @@ func (p *Provider) layout(st *state) *layout {
 		}
 	}
 	type learned struct {
-		pf     netip.Prefix
-		conn   *netplan.Connection
-		hop    string
-		source bool
+		pf        netip.Prefix
+		conn      *netplan.Connection
+		hop       string
+		preferred bool
 	}
 	heard := map[string][]learned{} // on-premises site -> routes learned
 	for name, conns := range circuits {
@@ -313,7 +313,7 @@ func (p *Provider) layout(st *state) *layout {
 					order = append(order, pf)
 				}
 				hops[pf] = append(hops[pf], fmt.Sprintf("via %s dev %s", l.A.Addr.Addr(), l.B.If))
-				heard[op.Name] = append(heard[op.Name], learned{pf, cn, fmt.Sprintf("via %s dev %s", a.Addr(), ifName('c', key)), cn.Site.Role != "target"})
+				heard[op.Name] = append(heard[op.Name], learned{pf, cn, fmt.Sprintf("via %s dev %s", a.Addr(), ifName('c', key)), preferred(st, cn)})
 			}
 		}
 		for _, pf := range order {
@@ -329,13 +329,13 @@ func (p *Provider) layout(st *state) *layout {
 			n.Routes = append(n.Routes, line)
 		}
 	}
-	// The on-premises router prefers a source site's connection on equal
+	// The on-premises router prefers a preferred connection on equal
 	// prefixes (lower metric), then the connection's name.
 	for o, ls := range heard {
 		n := L.ns[routerNS(o)]
 		sort.SliceStable(ls, func(i, j int) bool {
-			if ls[i].source != ls[j].source {
-				return ls[i].source
+			if ls[i].preferred != ls[j].preferred {
+				return ls[i].preferred
 			}
 			return ls[i].conn.ID() < ls[j].conn.ID()
 		})
@@ -483,4 +483,13 @@ func fabricRules(s *netplan.Site, ports []fabricPort) string {
 	}
 	b.WriteString("\t}\n}\n")
 	return b.String()
+}
+
+// preferred tells whether on-premises prefers a connection on equal
+// prefixes: one of the site Prefer named, or else of a source site.
+func preferred(st *state, cn *netplan.Connection) bool {
+	if st.Preferred != "" {
+		return cn.Site.Name == st.Preferred
+	}
+	return cn.Site.Role != "target"
 }

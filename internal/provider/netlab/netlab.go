@@ -114,6 +114,26 @@ func ForSpec(s *spec.Spec) Options {
 	return o
 }
 
+// Prefer makes the on-premises routers prefer the connections of site on
+// equal prefixes, as the customer does after a failover (AS-path prepend,
+// local preference); "" restores the default, source sites first. The
+// choice is kept in the lab's state, so every process sees it.
+func (p *Provider) Prefer(ctx context.Context, site string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return p.withState(ctx, true, func(st *state) error {
+		if st.Preferred == site {
+			return nil
+		}
+		st.Preferred = site
+		if err := p.reconcile(ctx, st); err != nil {
+			return fmt.Errorf("netlab: prefer the connections of %q: %w", site, err)
+		}
+		return nil
+	})
+}
+
 // Resources lists the resources of a site's network in an order that
 // creates parents first: route tables, virtual networks (with their
 // subnets), appliances, gateways, peerings (the side that allows gateway

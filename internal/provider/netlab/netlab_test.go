@@ -53,11 +53,13 @@ func newLab(t *testing.T, o netlab.Options) *netlab.Provider {
 	if o.StopGrace == 0 {
 		o.StopGrace = 3 * time.Second
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	if o.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Executable = exe
 	}
-	o.Executable = exe
 	p, err := netlab.New(o)
 	if err != nil {
 		t.Fatal(err)

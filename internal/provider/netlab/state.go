@@ -102,6 +102,9 @@ type state struct {
 	// Nodes maps every address in the lab to the node that holds it, for
 	// traces: "eastasia/hub-nva", "er-hongkong", "hq" (an on-premises router).
 	Nodes map[string]string `json:"nodes"`
+	// Preferred is the site whose connections on-premises prefers on equal
+	// prefixes (Prefer); empty: source sites before target sites.
+	Preferred string `json:"preferred,omitempty"`
 }
 
 const stateVersion = 1
