@@ -20,6 +20,7 @@ func subcommands(e *env) []*cobra.Command {
 		newLabCmd(e),
 		newReplicaCmd(e),
 		newReceiverCmd(e),
+		newAgentCmd(e),
 		newJobsCmd(e),
 	}
 }

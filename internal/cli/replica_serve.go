@@ -143,14 +143,22 @@ func (o *replicaServeOpts) check() (grain int64, err error) {
 			return 0, badInputf("--mount %s is given twice", m)
 		}
 		seen[m] = true
-		if fi, err := os.Lstat(m); err == nil {
-			link, _ := os.Readlink(m)
-			if fi.Mode()&os.ModeSymlink == 0 || filepath.Dir(link) != filepath.Base(capture.MountDir(m)) {
-				return 0, badInputf("--mount %s exists and is not a disk served earlier: give a path that does not exist", m)
-			}
+		if !servedEarlierOrFree(m) {
+			return 0, badInputf("--mount %s exists and is not a disk served earlier: give a path that does not exist", m)
 		}
 	}
 	return grain, nil
+}
+
+// servedEarlierOrFree tells whether a disk can be served at path: nothing
+// is there, or the link an earlier serve left.
+func servedEarlierOrFree(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return true
+	}
+	link, _ := os.Readlink(path)
+	return fi.Mode()&os.ModeSymlink != 0 && filepath.Dir(link) == filepath.Base(capture.MountDir(path))
 }
 
 func runReplicaServe(ctx context.Context, e *env, o replicaServeOpts) (err error) {
@@ -165,132 +173,216 @@ func runReplicaServe(ctx context.Context, e *env, o replicaServeOpts) (err error
 	if o.status == "" {
 		o.status = serveStatusPath(o.mounts[0])
 	}
-	// Everything opened is closed on the way out, in reverse.
-	var undo []func()
-	defer func() {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}()
-	var limiter *ship.Limiter
-	if len(o.tos) > 0 {
-		limiter = ship.NewLimiter(ship.MbpsToBytes(o.limitMbps), clk)
-	}
-	vm := replication.VM{Name: o.name, Policy: spec.Policy{
+	vm := vmToServe{vm: replication.VM{Name: o.name, Policy: spec.Policy{
 		CrashConsistentFrequency: spec.Duration{Duration: o.every},
 		AppConsistentFrequency:   spec.Duration{Duration: o.appEvery},
 		RecoveryPointRetention:   spec.Duration{Duration: o.retention},
 		UploadThreadsPerVM:       o.threads,
 		RPOThreshold:             spec.Duration{Duration: o.rpoThreshold},
-	}}
+	}}}
+	if len(o.tos) > 0 {
+		vm.limiter = ship.NewLimiter(ship.MbpsToBytes(o.limitMbps), clk)
+	}
 	if o.quiescePre != "" || o.quiescePost != "" {
-		vm.Quiesce = &spec.Quiesce{}
+		vm.vm.Quiesce = &spec.Quiesce{}
 		if o.quiescePre != "" {
-			vm.Quiesce.Pre = []string{"sh", "-c", o.quiescePre}
+			vm.vm.Quiesce.Pre = []string{"sh", "-c", o.quiescePre}
 		}
 		if o.quiescePost != "" {
-			vm.Quiesce.Post = []string{"sh", "-c", o.quiescePost}
+			vm.vm.Quiesce.Post = []string{"sh", "-c", o.quiescePost}
 		}
 	}
-	var served []ServedDisk
-	var tracked []*capture.Tracked
 	for i, src := range o.sources {
-		size, err := capture.DiskSize(src)
-		if err != nil {
-			return badInput(err)
-		}
-		d := replication.Disk{Name: filepath.Base(filepath.Clean(o.mounts[i]))}
-		sd := ServedDisk{Name: d.Name, Source: src, Mount: o.mounts[i]}
+		d := diskToServe{source: src, mount: o.mounts[i]}
 		if len(o.tos) > 0 {
-			t, err := ship.ParseTarget(o.tos[i])
-			if err != nil {
-				return badInput(err)
-			}
-			sopts := ship.Options{Streams: o.threads, Size: size, BlockSize: grain, Clock: clk, Limiter: limiter}
-			if t.TLS {
-				if sopts.TLS, err = ship.ClientTLS(o.cert, o.key, o.ca); err != nil {
-					return badInput(err)
-				}
-			} else if !ship.IsLoopback(t.Host) {
-				return badInputf("--to %s: plain tcp:// is for a loopback receiver only: use https://", o.tos[i])
-			}
-			c, err := ship.Dial(ctx, o.tos[i], sopts)
-			if err != nil {
-				return err
-			}
-			undo = append(undo, func() { c.Close() })
-			d.Target, sd.Replica = remoteTarget{c}, t.String()
+			d.to = o.tos[i]
 		} else {
-			r, _, err := openOrCreateReplica(o.replicas[i], size, grain, false, clk)
-			if err != nil {
-				return err
-			}
-			undo = append(undo, func() { r.Close() })
-			d.Target, d.Pruner, sd.Replica = replication.Local(r), r, o.replicas[i]
+			d.replica = o.replicas[i]
 		}
-		info, err := d.Target.Info(ctx)
-		if err != nil {
-			return err
-		}
-		tr, err := capture.OpenTracked(src, capture.TrackedOptions{Grain: grain, BlockSize: info.BlockSize,
-			StateDir: o.stateDir, Target: info.Name, Newest: info.Newest.Seq, Clock: clk})
-		if err != nil {
-			return err
-		}
-		d.Tracked = tr
-		undo = append(undo, func() { tr.Close() }) // after a clean shutdown, a no-op
-		tracked = append(tracked, tr)
-		vm.Disks = append(vm.Disks, d)
-		served = append(served, sd)
+		vm.disks = append(vm.disks, d)
 	}
-
 	out := &serveOutput{e: e}
-	g, err := replication.NewGroup(ctx, replication.GroupOptions{Name: o.name, VMs: []replication.VM{vm}, Clock: clk, Events: out.event})
+	sg, err := openServeGroup(ctx, out, groupToServe{
+		name: o.name, vms: []vmToServe{vm}, status: o.status, grain: grain, blockSize: grain,
+		stateDir: o.stateDir, cert: o.cert, key: o.key, ca: o.ca,
+	}, clk)
 	if err != nil {
 		return err
 	}
-	var mounts []*capture.Mount
-	unmountAll := func() error {
-		var errs []error
-		for _, m := range mounts {
-			if err := m.Close(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		mounts = nil
-		return errors.Join(errs...)
-	}
-	undo = append(undo, func() { _ = unmountAll() })
-	for i, tr := range tracked {
-		m, err := capture.Serve(o.mounts[i], tr)
+	defer sg.close()
+	out.printf("serving %s (%d disk(s)), points every %s into %s; status in %s\n",
+		o.name, len(sg.served), durationOr(o.every, "batch (continuous)"), sg.served[0].Replica, o.status)
+	return sg.run(ctx)
+}
+
+// groupToServe describes a consistency group to serve: the VMs whose disks
+// are cut together, and where its status goes.
+type groupToServe struct {
+	name   string
+	vms    []vmToServe
+	status string // the status file replica watch reads
+	grain  int64  // unit of write tracking
+	// blockSize is the block of a replica created for a disk; a
+	// multiple of the grain.
+	blockSize     int64
+	stateDir      string // of the tracking state; "": beside each source
+	cert, key, ca string // client TLS for https:// receivers
+}
+
+// vmToServe is one VM of a groupToServe: the loop's VM (name, policy,
+// quiesce; its disks are filled in when served) and its disks.
+type vmToServe struct {
+	vm      replication.VM
+	disks   []diskToServe
+	limiter *ship.Limiter // shared by the VM's streams to a receiver; may be nil
+}
+
+// diskToServe is one disk to serve: its backing file, the path it is served
+// at, and where its points go: a local replica directory or a receiver's
+// URL.
+type diskToServe struct {
+	source, mount string
+	replica, to   string
+}
+
+// servedGroup is a groupToServe being served: its disks tracked and
+// mounted, its loop ready to run.
+type servedGroup struct {
+	sg     groupToServe
+	out    *serveOutput
+	g      *replication.Group
+	served []ServedDisk
+	mounts []*capture.Mount
+	undo   []func() // closes what was opened, in reverse
+}
+
+// openServeGroup opens each disk's target and tracking, prepares the loop,
+// serves the disks at their mounts and writes the first status. On error
+// everything opened is closed again.
+func openServeGroup(ctx context.Context, out *serveOutput, sg groupToServe, clk clock.Clock) (_ *servedGroup, err error) {
+	s := &servedGroup{sg: sg, out: out}
+	defer func() {
 		if err != nil {
-			return err
+			s.close()
 		}
-		mounts = append(mounts, m)
+	}()
+	var vms []replication.VM
+	var tracked []*capture.Tracked
+	var mounts []string
+	for _, sv := range sg.vms {
+		vm := sv.vm
+		vm.Disks = nil
+		for _, sd := range sv.disks {
+			size, err := capture.DiskSize(sd.source)
+			if err != nil {
+				return nil, badInput(err)
+			}
+			d := replication.Disk{Name: filepath.Base(filepath.Clean(sd.mount))}
+			served := ServedDisk{Name: d.Name, Source: sd.source, Mount: sd.mount}
+			if sd.to != "" {
+				t, err := ship.ParseTarget(sd.to)
+				if err != nil {
+					return nil, badInput(err)
+				}
+				sopts := ship.Options{Streams: vm.Policy.UploadThreadsPerVM, Size: size, BlockSize: sg.blockSize, Clock: clk, Limiter: sv.limiter}
+				if t.TLS {
+					if sopts.TLS, err = ship.ClientTLS(sg.cert, sg.key, sg.ca); err != nil {
+						return nil, badInput(err)
+					}
+				} else if !ship.IsLoopback(t.Host) {
+					return nil, badInputf("--to %s: plain tcp:// is for a loopback receiver only: use https://", sd.to)
+				}
+				c, err := ship.Dial(ctx, sd.to, sopts)
+				if err != nil {
+					return nil, err
+				}
+				s.undo = append(s.undo, func() { c.Close() })
+				d.Target, served.Replica = remoteTarget{c}, t.String()
+			} else {
+				r, _, err := openOrCreateReplica(sd.replica, size, sg.blockSize, false, clk)
+				if err != nil {
+					return nil, err
+				}
+				s.undo = append(s.undo, func() { r.Close() })
+				d.Target, d.Pruner, served.Replica = replication.Local(r), r, sd.replica
+			}
+			info, err := d.Target.Info(ctx)
+			if err != nil {
+				return nil, err
+			}
+			tr, err := capture.OpenTracked(sd.source, capture.TrackedOptions{Grain: sg.grain, BlockSize: info.BlockSize,
+				StateDir: sg.stateDir, Target: info.Name, Newest: info.Newest.Seq, Clock: clk})
+			if err != nil {
+				return nil, err
+			}
+			d.Tracked = tr
+			s.undo = append(s.undo, func() { tr.Close() }) // after a clean shutdown, a no-op
+			tracked = append(tracked, tr)
+			mounts = append(mounts, sd.mount)
+			vm.Disks = append(vm.Disks, d)
+			s.served = append(s.served, served)
+		}
+		vms = append(vms, vm)
 	}
 
-	writeStatus := func() error {
-		st := ServeStatus{Status: g.Status(), PID: os.Getpid(), Disks: served}
-		b, err := json.MarshalIndent(st, "", "  ")
-		if err != nil {
-			return err
-		}
-		tmp := o.status + ".tmp"
-		if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("write the status file %s: %w", o.status, err)
-		}
-		return os.Rename(tmp, o.status)
+	s.g, err = replication.NewGroup(ctx, replication.GroupOptions{Name: sg.name, VMs: vms, Clock: clk, Events: out.event})
+	if err != nil {
+		return nil, err
 	}
-	if err := writeStatus(); err != nil {
+	s.undo = append(s.undo, func() { _ = s.unmountAll() })
+	for i, tr := range tracked {
+		m, err := capture.Serve(mounts[i], tr)
+		if err != nil {
+			return nil, err
+		}
+		s.mounts = append(s.mounts, m)
+	}
+	if err := s.writeStatus(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *servedGroup) unmountAll() error {
+	var errs []error
+	for _, m := range s.mounts {
+		if err := m.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.mounts = nil
+	return errors.Join(errs...)
+}
+
+// close closes everything opened, in reverse.
+func (s *servedGroup) close() {
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		s.undo[i]()
+	}
+	s.undo = nil
+}
+
+func (s *servedGroup) writeStatus() error {
+	st := ServeStatus{Status: s.g.Status(), PID: os.Getpid(), Disks: s.served}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
 		return err
 	}
-	out.printf("serving %s (%d disk(s)), points every %s into %s; status in %s\n",
-		o.name, len(tracked), durationOr(o.every, "batch (continuous)"), served[0].Replica, o.status)
+	tmp := s.sg.status + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write the status file %s: %w", s.sg.status, err)
+	}
+	return os.Rename(tmp, s.sg.status)
+}
 
+// run replicates until ctx is done, writing the status each second, then
+// unmounts the disks (waiting for their users to close them) and records
+// the tracking's clean shutdown.
+func (s *servedGroup) run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- g.Run(runCtx) }()
+	go func() { done <- s.g.Run(runCtx) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var runErr error
@@ -300,22 +392,22 @@ loop:
 		case runErr = <-done:
 			break loop
 		case <-tick.C:
-			if err := writeStatus(); err != nil {
-				out.printf("%v\n", err)
+			if err := s.writeStatus(); err != nil {
+				s.out.printf("%v\n", err)
 			}
 		}
 	}
 	// Stopped: no more points; the disks' users must let go before the
 	// dirty maps are recorded.
-	out.printf("stopping: unmounting %d disk(s) (waiting for their users to close them)\n", len(mounts))
-	uerr := unmountAll()
+	s.out.printf("stopping: unmounting %d disk(s) (waiting for their users to close them)\n", len(s.mounts))
+	uerr := s.unmountAll()
 	var serr error
 	if uerr == nil {
-		serr = g.ShutdownTracking()
+		serr = s.g.ShutdownTracking()
 	}
-	_ = writeStatus()
-	st := g.Status()
-	out.printf("stopped after %d points; barrier pause p50 %.3f ms p99 %.3f ms\n", st.Points, st.BarrierMs.P50, st.BarrierMs.P99)
+	_ = s.writeStatus()
+	st := s.g.Status()
+	s.out.printf("stopped after %d points; barrier pause p50 %.3f ms p99 %.3f ms\n", st.Points, st.BarrierMs.P50, st.BarrierMs.P99)
 	return errors.Join(runErr, uerr, serr)
 }
 
