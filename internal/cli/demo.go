@@ -22,6 +22,7 @@ import (
 	"github.com/standby-dr/standby/internal/provider/netlab"
 	"github.com/standby-dr/standby/internal/recovery"
 	"github.com/standby-dr/standby/internal/spec"
+	"github.com/standby-dr/standby/internal/workload"
 )
 
 type demoOpts struct {
@@ -307,16 +308,21 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 	for _, vm := range s.Protection.VirtualMachines {
 		vms = append(vms, vm.Name)
 	}
-	written := map[string]uint64{}
-	for _, vm := range s.Protection.VirtualMachines {
-		r, err := dm.ledger(ctx, vm.Site, vm.Name)
-		if err != nil {
-			return err
-		}
-		written[vm.Name] = r.LastSeq
-	}
 	if err := d.StopSource(ctx); err != nil {
 		return err
+	}
+	// What each ledger had written when its site went dark is on its own
+	// disk: read it there, as the ledger would on a restart.
+	written := map[string]uint64{}
+	for _, vm := range s.Protection.VirtualMachines {
+		l, err := workload.OpenLedger(d.DiskPath(vm.Name, "data"), workload.LedgerOptions{})
+		if err != nil {
+			return fmt.Errorf("demo: read the ledger disk of %s: %w", vm.Name, err)
+		}
+		written[vm.Name] = l.Recovery().LastSeq
+		if err := l.Close(); err != nil {
+			return err
+		}
 	}
 	for _, vm := range vms {
 		dm.say("   %s had written %d records.\n", vm, written[vm])

@@ -10,6 +10,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/standby-dr/standby/internal/daemon"
+	"github.com/standby-dr/standby/internal/provider/netlab"
+	"github.com/standby-dr/standby/internal/spec"
 )
 
 // run runs the command line and returns exit code, stdout and stderr.
@@ -189,7 +193,9 @@ func TestDemoLab(t *testing.T) {
 			t.Errorf("%s lost %d records in the failback", l.VM, l.LostInFailback)
 		}
 	}
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "sb-") {
-		t.Errorf("the demo left namespaces:\n%s", out)
+	// Other tests may run labs at the same time: look for this demo's.
+	prefix := netlab.Prefix(daemon.LabName(&spec.Spec{Name: "contoso-quickstart"}, filepath.Join(res.Dir, "standby")))
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), prefix) {
+		t.Errorf("the demo left namespaces %s*:\n%s", prefix, out)
 	}
 }
