@@ -267,8 +267,12 @@ func TestAgentToReceiver(t *testing.T) {
 	if len(a) != len(b) {
 		t.Errorf("app1/data has %d points, app2/data %d: they are cut together", len(a), len(b))
 	} else {
+		// Each write goes to app1/data, then, once acknowledged, to
+		// app2/data: a cut may fall between the two (app1 one write ahead),
+		// but a point where app2 holds a write app1 lacks, or where they
+		// are further apart, is not one instant.
 		for i := range a {
-			if a[i] != b[i] {
+			if a[i] != b[i] && a[i] != b[i]+1 {
 				t.Errorf("point %d: app1/data holds writes to %d, app2/data to %d: not one cut", i, a[i], b[i])
 			}
 		}
