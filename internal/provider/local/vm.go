@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -15,9 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/standby-dr/standby/internal/provider"
+	"github.com/standby-dr/standby/internal/provider/procgroup"
 	"github.com/standby-dr/standby/internal/spec"
 )
 
@@ -71,7 +70,7 @@ func (m *machine) adopt() {
 	if m.Exited {
 		return
 	}
-	if st, ok := readStat(m.PID); !ok || st.ticks != m.Ticks || st.state == 'Z' {
+	if !m.group().Running() {
 		m.Exited = true
 		m.ExitStatus = "exited while no provider watched"
 	}
@@ -189,9 +188,7 @@ func (p *Provider) spawn(m *machine, vm provider.VM, env []string) error {
 		return fmt.Errorf("run %q: %w", argv[0], err)
 	}
 	m.PID = cmd.Process.Pid
-	if st, ok := readStat(m.PID); ok {
-		m.Ticks = st.ticks
-	}
+	m.Ticks = procgroup.Of(m.PID).Ticks
 	go p.reap(m, cmd)
 	return nil
 }
@@ -200,7 +197,7 @@ func (p *Provider) spawn(m *machine, vm provider.VM, env []string) error {
 // a machine whose main process has exited is off.
 func (p *Provider) reap(m *machine, cmd *exec.Cmd) {
 	err := cmd.Wait()
-	killGroup(m.PID, m.Ticks, syscall.SIGKILL)
+	m.group().Signal(syscall.SIGKILL)
 	p.mu.Lock()
 	m.Exited = true
 	m.ExitStatus = "exit status 0"
@@ -242,105 +239,26 @@ func (p *Provider) StopVM(ctx context.Context, site, name string) error {
 }
 
 func (p *Provider) stopGroup(ctx context.Context, m *machine) error {
-	gone := func() bool {
-		if m.done != nil {
-			select {
-			case <-m.done:
-			default:
-				return false
-			}
+	reaped := func() bool {
+		if m.done == nil {
+			return true
 		}
-		return len(groupMembers(m.PID, m.Ticks)) == 0
-	}
-	wait := func(ctx context.Context, d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for !gone() {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-t.C:
-				return false
-			case <-tick.C:
-			}
-		}
-		return true
-	}
-	if gone() {
-		return nil
-	}
-	killGroup(m.PID, m.Ticks, syscall.SIGTERM)
-	if wait(ctx, p.opts.StopGrace) {
-		return nil
-	}
-	killGroup(m.PID, m.Ticks, syscall.SIGKILL)
-	if wait(context.Background(), 5*time.Second) {
-		return nil
-	}
-	return fmt.Errorf("processes %v of group %d survive SIGKILL", groupMembers(m.PID, m.Ticks), m.PID)
-}
-
-// killGroup signals process group pgid if it is still the machine's: its
-// leader is the process that started at ticks, or is gone while members
-// remain (the kernel does not reuse the id of a group that has members).
-func killGroup(pgid int, ticks uint64, sig syscall.Signal) {
-	if st, ok := readStat(pgid); ok && st.ticks != ticks {
-		return
-	}
-	_ = syscall.Kill(-pgid, sig)
-}
-
-// groupMembers lists the live (not zombie) processes of the machine's group.
-func groupMembers(pgid int, ticks uint64) []int {
-	if st, ok := readStat(pgid); ok && st.ticks != ticks {
-		return nil // the id belongs to another process now
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := readStat(pid); ok && st.pgrp == pgid && st.state != 'Z' {
-			out = append(out, pid)
+		select {
+		case <-m.done:
+			return true
+		default:
+			return false
 		}
 	}
-	return out
+	return m.group().Stop(ctx, p.opts.StopGrace, reaped)
 }
 
-type procStat struct {
-	state byte
-	pgrp  int
-	ticks uint64
-}
+// group is the machine's process group.
+func (m *machine) group() procgroup.Group { return procgroup.Group{PID: m.PID, Ticks: m.Ticks} }
 
-// readStat reads /proc/pid/stat: state, process group and start time.
-func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return procStat{}, false
-	}
-	pgrp, err1 := strconv.Atoi(f[2])
-	ticks, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err := errors.Join(err1, err2); err != nil || len(f[0]) == 0 {
-		return procStat{}, false
-	}
-	return procStat{state: f[0][0], pgrp: pgrp, ticks: ticks}, true
-}
+
+
+
 
 // diskEnv names the variable holding the path of disk name, the contract of
 // a machine's boot command: STANDBY_DISK_ and the name in capitals, other

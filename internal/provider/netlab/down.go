@@ -32,8 +32,8 @@ func Down(ctx context.Context, lab, dir string, grace time.Duration) (Removed, e
 	if st, err := readState(filepath.Join(dir, "state.json")); err == nil {
 		var live []*machine
 		for _, m := range st.Machines {
-			if len(groupMembers(m.PID, m.Ticks)) > 0 {
-				killGroup(m.PID, m.Ticks, syscall.SIGTERM)
+			if len(m.group().Members()) > 0 {
+				m.group().Signal(syscall.SIGTERM)
 				live = append(live, m)
 			}
 		}
@@ -42,7 +42,7 @@ func Down(ctx context.Context, lab, dir string, grace time.Duration) (Removed, e
 		defer deadline.Stop()
 	wait:
 		for _, m := range live {
-			for len(groupMembers(m.PID, m.Ticks)) > 0 {
+			for len(m.group().Members()) > 0 {
 				select {
 				case <-deadline.C:
 					break wait
@@ -53,7 +53,7 @@ func Down(ctx context.Context, lab, dir string, grace time.Duration) (Removed, e
 			}
 		}
 		for _, m := range live {
-			killGroup(m.PID, m.Ticks, syscall.SIGKILL)
+			m.group().Signal(syscall.SIGKILL)
 		}
 	}
 	names, err := listNamespaces(Prefix(lab))

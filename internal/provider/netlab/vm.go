@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,12 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/standby-dr/standby/internal/provider"
+	"github.com/standby-dr/standby/internal/provider/procgroup"
 	"github.com/standby-dr/standby/internal/spec"
 )
 
@@ -131,9 +129,7 @@ func (p *Provider) spawn(m *machine, vm provider.VM) error {
 		return fmt.Errorf("run %q: %w", argv[0], err)
 	}
 	m.PID = cmd.Process.Pid
-	if st, ok := readStat(m.PID); ok {
-		m.Ticks = st.ticks
-	}
+	m.Ticks = procgroup.Of(m.PID).Ticks
 	done := make(chan struct{})
 	p.mu.Lock()
 	p.reaped[m.PID] = done
@@ -141,7 +137,7 @@ func (p *Provider) spawn(m *machine, vm provider.VM) error {
 	go func(pid int, ticks uint64) {
 		// A machine whose main process exited is off: nothing of it stays.
 		cmd.Wait()
-		killGroup(pid, ticks, syscall.SIGKILL)
+		procgroup.Group{PID: pid, Ticks: ticks}.Signal(syscall.SIGKILL)
 		close(done)
 	}(m.PID, m.Ticks)
 	return nil
@@ -173,119 +169,37 @@ func (p *Provider) StopVM(ctx context.Context, site, name string) error {
 // stopGroup ends a machine's process group and returns once none of it
 // is left.
 func (p *Provider) stopGroup(ctx context.Context, m *machine) error {
-	gone := func() bool {
+	reaped := func() bool {
 		p.mu.Lock()
 		done, ours := p.reaped[m.PID]
 		p.mu.Unlock()
-		if ours {
-			select {
-			case <-done:
-			default:
-				return false
-			}
+		if !ours {
+			return true
 		}
-		return len(groupMembers(m.PID, m.Ticks)) == 0
-	}
-	wait := func(ctx context.Context, d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for !gone() {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-t.C:
-				return false
-			case <-tick.C:
-			}
+		select {
+		case <-done:
+			return true
+		default:
+			return false
 		}
-		return true
 	}
-	if gone() {
-		return nil
-	}
-	killGroup(m.PID, m.Ticks, syscall.SIGTERM)
-	if wait(ctx, p.opts.StopGrace) {
-		return nil
-	}
-	killGroup(m.PID, m.Ticks, syscall.SIGKILL)
-	if wait(context.Background(), 5*time.Second) {
-		return nil
-	}
-	return fmt.Errorf("processes %v of group %d survive SIGKILL", groupMembers(m.PID, m.Ticks), m.PID)
+	return m.group().Stop(ctx, p.opts.StopGrace, reaped)
 }
+
+// group is the machine's process group.
+func (m *machine) group() procgroup.Group { return procgroup.Group{PID: m.PID, Ticks: m.Ticks} }
 
 // machineState is "running" while the machine's main process lives.
 func machineState(m *machine) string {
-	if st, ok := readStat(m.PID); ok && st.ticks == m.Ticks && st.state != 'Z' {
+	if m.group().Running() {
 		return "running"
 	}
 	return "exited"
 }
 
-// killGroup signals process group pgid if it is still the machine's.
-func killGroup(pgid int, ticks uint64, sig syscall.Signal) {
-	if pgid <= 0 {
-		return
-	}
-	if st, ok := readStat(pgid); ok && st.ticks != ticks {
-		return
-	}
-	_ = syscall.Kill(-pgid, sig)
-}
 
-// groupMembers lists the live (not zombie) processes of the group.
-func groupMembers(pgid int, ticks uint64) []int {
-	if pgid <= 0 {
-		return nil
-	}
-	if st, ok := readStat(pgid); ok && st.ticks != ticks {
-		return nil
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := readStat(pid); ok && st.pgrp == pgid && st.state != 'Z' {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
 
-type procStat struct {
-	state byte
-	pgrp  int
-	ticks uint64
-}
 
-func readStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 || len(f[0]) == 0 {
-		return procStat{}, false
-	}
-	pgrp, err1 := strconv.Atoi(f[2])
-	ticks, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err1 != nil || err2 != nil {
-		return procStat{}, false
-	}
-	return procStat{state: f[0][0], pgrp: pgrp, ticks: ticks}, true
-}
 
 // diskEnv names the variable holding a disk's path: STANDBY_DISK_ and the
 // name in capitals, other characters as underscores.
