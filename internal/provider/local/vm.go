@@ -256,10 +256,6 @@ func (p *Provider) stopGroup(ctx context.Context, m *machine) error {
 // group is the machine's process group.
 func (m *machine) group() procgroup.Group { return procgroup.Group{PID: m.PID, Ticks: m.Ticks} }
 
-
-
-
-
 // diskEnv names the variable holding the path of disk name, the contract of
 // a machine's boot command: STANDBY_DISK_ and the name in capitals, other
 // characters as underscores.

@@ -197,10 +197,6 @@ func machineState(m *machine) string {
 	return "exited"
 }
 
-
-
-
-
 // diskEnv names the variable holding a disk's path: STANDBY_DISK_ and the
 // name in capitals, other characters as underscores.
 func diskEnv(name string) string {
