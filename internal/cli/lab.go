@@ -49,11 +49,13 @@ Needs root.
 type labFlags struct {
 	file string
 	dir  string
+	name string
 }
 
 func (f *labFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.file, "file", "f", "", "DR spec file (YAML)")
-	cmd.Flags().StringVar(&f.dir, "dir", "", "lab directory (default /run/standby/lab/<spec name>)")
+	cmd.Flags().StringVar(&f.dir, "dir", "", "lab directory (default /run/standby/lab/<lab name>)")
+	cmd.Flags().StringVar(&f.name, "lab-name", "", "the lab's name when it is not the spec's (a daemon's lab: standby up prints it)")
 }
 
 // open loads the spec and returns the lab's provider.
@@ -66,6 +68,9 @@ func (f *labFlags) open(exe string) (*spec.Spec, *netlab.Provider, error) {
 		return nil, nil, err
 	}
 	o := netlab.ForSpec(s)
+	if f.name != "" {
+		o.Lab = f.name
+	}
 	o.Dir = f.dir
 	o.Executable = exe
 	p, err := netlab.New(o)

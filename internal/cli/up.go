@@ -34,7 +34,9 @@ previous daemon left unfinished, and serves the API that status, points,
 drill, failover, commit, reprotect, failback and jobs talk to.
 
 Everything lives in --dir (state.db, disks, replicas, recovered disks, the
-admin token). Stop it with Ctrl-C; a new up on the same directory takes over.`,
+admin token). Stop it with Ctrl-C; a new up on the same directory takes over.
+Sites whose provider is netlab (root) are built as namespaces; they outlive
+the daemon like local machines do, and standby lab down removes them.`,
 		Example: `  standby up -f examples/local-quickstart.yaml
   standby status
   standby drill contoso-app && standby drill cleanup contoso-app
@@ -85,7 +87,11 @@ func runUp(ctx context.Context, e *env, o upOpts) error {
 		ln.Close()
 		return err
 	}
-	log.Info("sites started", "spec", s.Name, "dir", dir)
+	if lab := d.Lab(); lab != nil {
+		log.Info("sites started as namespaces; look with standby lab trace -f SPEC --lab-name "+lab.Lab()+", remove with standby lab down --lab "+lab.Lab(), "spec", s.Name, "dir", dir)
+	} else {
+		log.Info("sites started", "spec", s.Name, "dir", dir)
+	}
 	bar := newReplicaBar(e)
 	current := ""
 	err = d.Protect(ctx, func(vm string, done, total int64) {

@@ -121,8 +121,9 @@ func Open(ctx context.Context, o Options) (*Daemon, error) {
 	d.db = db
 	if o.Provider == "netlab" {
 		no := netlab.ForSpec(o.Spec)
+		// The lab's state lives where standby lab finds it by name, and, like
+		// the namespaces, does not outlive a reboot.
 		no.Lab = LabName(o.Spec, o.Dir)
-		no.Dir = filepath.Join(o.Dir, "sites")
 		no.Executable, no.StopGrace, no.Clock = o.Executable, 5*time.Second, o.Clock
 		np, err := netlab.New(no)
 		if err != nil {
