@@ -78,15 +78,13 @@ func decodeState(p []byte) (*state, error) {
 	if len(p) < fixed+8+32 || string(p[:len(stateMagic)]) != stateMagic {
 		return nil, fmt.Errorf("%w: not a scan state file", errStateDamaged)
 	}
-	body, sum := p[:len(p)-32], p[len(p)-32:]
-	if got := blake3.Sum256(body); !bytes.Equal(got[:], sum) {
+	q, err := unseal(p, stateMagic, stateVersion)
+	if errors.Is(err, errChecksum) {
 		return nil, fmt.Errorf("%w: checksum mismatch", errStateDamaged)
 	}
-	q := body[len(stateMagic):]
-	if v := le.Uint32(q); v != stateVersion {
-		return nil, fmt.Errorf("format version %d, this build reads version %d", v, stateVersion)
+	if err != nil {
+		return nil, err
 	}
-	q = q[4:]
 	s := &state{
 		BlockSize: int64(le.Uint64(q[0:])),
 		Size:      int64(le.Uint64(q[8:])),
@@ -126,35 +124,22 @@ func readState(path string) (*state, error) {
 }
 
 // writeState replaces the state file at path atomically and durably.
-func writeState(path string, s *state) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
+func writeState(path string, s *state) error { return replaceFile(path, s.encode()) }
+
+var errChecksum = errors.New("checksum mismatch")
+
+// unseal checks a file that ends in the BLAKE3 of everything before it and
+// starts with magic and a little-endian u32 format version, and returns
+// what lies between the version and the checksum. The caller has checked
+// the magic and the length.
+func unseal(p []byte, magic string, version uint32) ([]byte, error) {
+	body, sum := p[:len(p)-32], p[len(p)-32:]
+	if got := blake3.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, errChecksum
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(s.encode()); err != nil {
-		return err
+	q := body[len(magic):]
+	if v := binary.LittleEndian.Uint32(q); v != version {
+		return nil, fmt.Errorf("format version %d, this build reads version %d", v, version)
 	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return q[4:], nil
 }

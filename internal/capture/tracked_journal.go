@@ -289,15 +289,10 @@ func decodeClean(p []byte) (*cleanState, error) {
 	if len(p) < fixed+8+32 || string(p[:len(cleanMagic)]) != cleanMagic {
 		return nil, errors.New("not a clean-shutdown file")
 	}
-	body, sum := p[:len(p)-32], p[len(p)-32:]
-	if got := blake3.Sum256(body); !bytes.Equal(got[:], sum) {
-		return nil, errors.New("checksum mismatch")
+	q, err := unseal(p, cleanMagic, journalVer)
+	if err != nil {
+		return nil, err
 	}
-	q := body[len(cleanMagic):]
-	if v := le.Uint32(q); v != journalVer {
-		return nil, fmt.Errorf("format version %d, this build reads version %d", v, journalVer)
-	}
-	q = q[4:]
 	c := &cleanState{
 		Size:  int64(le.Uint64(q[0:])),
 		Grain: int64(le.Uint64(q[8:])),
