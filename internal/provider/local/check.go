@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -59,41 +58,17 @@ func (p *Provider) Check(ctx context.Context, c provider.Check) (provider.Result
 		ctx, cancel = context.WithTimeout(ctx, defaultProbeTimeout)
 		defer cancel()
 	}
-	start := p.opts.Clock.Now()
-	res := provider.Result{Target: addr}
+	dial := (&net.Dialer{}).DialContext
 	if u == nil {
-		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		res.Elapsed = p.opts.Clock.Since(start)
-		if err != nil {
-			res.Detail = err.Error()
-			return res, nil
-		}
-		conn.Close()
-		res.OK = true
-		return res, nil
+		return provider.ProbeTCP(ctx, p.opts.Clock, dial, addr), nil
 	}
 	ru := *u
 	ru.Host = addr
-	res.Target = ru.String()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ru.String(), nil)
+	// The service sees the address it was asked for.
+	res, err := provider.ProbeHTTP(ctx, p.opts.Clock, dial, ru.String(), u.Host)
 	if err != nil {
 		return provider.Result{}, fmt.Errorf("local: check %s: %w", c.HTTP, err)
 	}
-	req.Host = u.Host // the service sees the address it was asked for
-	client := &http.Client{
-		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(req)
-	res.Elapsed = p.opts.Clock.Since(start)
-	if err != nil {
-		res.Detail = err.Error()
-		return res, nil
-	}
-	resp.Body.Close()
-	res.Status = resp.StatusCode
-	res.OK = resp.StatusCode >= 200 && resp.StatusCode < 300
-	res.Detail = resp.Status
 	return res, nil
 }
 

@@ -74,44 +74,14 @@ func (p *Provider) Check(ctx context.Context, c provider.Check) (provider.Result
 		ctx, cancel = context.WithTimeout(ctx, defaultProbeTimeout)
 		defer cancel()
 	}
-	start := p.opts.Clock.Now()
-	res := provider.Result{Target: hostPort}
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return dialIn(ctx, ns, "tcp4", addr) }
 	if u == nil {
-		conn, err := dialIn(ctx, ns, "tcp4", hostPort)
-		res.Elapsed = p.opts.Clock.Since(start)
-		if err != nil {
-			res.Detail = err.Error()
-			return res, nil
-		}
-		conn.Close()
-		res.OK = true
-		return res, nil
+		return provider.ProbeTCP(ctx, p.opts.Clock, dial, hostPort), nil
 	}
-	res.Target = c.HTTP
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.HTTP, nil)
+	res, err := provider.ProbeHTTP(ctx, p.opts.Clock, dial, c.HTTP, "")
 	if err != nil {
 		return provider.Result{}, fmt.Errorf("netlab: check %s: %w", c.HTTP, err)
 	}
-	client := &http.Client{
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			Proxy:             nil,
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				return dialIn(ctx, ns, "tcp4", addr)
-			},
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(req)
-	res.Elapsed = p.opts.Clock.Since(start)
-	if err != nil {
-		res.Detail = err.Error()
-		return res, nil
-	}
-	resp.Body.Close()
-	res.Status = resp.StatusCode
-	res.OK = resp.StatusCode >= 200 && resp.StatusCode < 300
-	res.Detail = resp.Status
 	return res, nil
 }
 
