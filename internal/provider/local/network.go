@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/standby-dr/standby/internal/provider"
-	"github.com/standby-dr/standby/internal/spec"
 )
 
 // CreateNetwork records r, checking its references as Azure would.
@@ -172,28 +171,7 @@ func (p *Provider) users(ref provider.Ref) []string {
 		if r.Ref.Site != ref.Site {
 			continue
 		}
-		uses := false
-		switch r.Ref.Kind {
-		case provider.KindAppliance:
-			var a spec.Appliance
-			json.Unmarshal(r.Def, &a)
-			uses = (ref.Kind == provider.KindVirtualNetwork && a.VirtualNetwork == ref.Name) ||
-				(ref.Kind == provider.KindSubnet && a.VirtualNetwork+"/"+a.Subnet == ref.Name)
-		case provider.KindGateway:
-			var g spec.Gateway
-			json.Unmarshal(r.Def, &g)
-			uses = (ref.Kind == provider.KindVirtualNetwork && g.VirtualNetwork == ref.Name) ||
-				(ref.Kind == provider.KindSubnet && g.VirtualNetwork+"/GatewaySubnet" == ref.Name)
-		case provider.KindConnection:
-			var c spec.Connection
-			json.Unmarshal(r.Def, &c)
-			uses = ref.Kind == provider.KindGateway && c.Gateway == ref.Name
-		case provider.KindSubnet:
-			var s provider.Subnet
-			json.Unmarshal(r.Def, &s)
-			uses = ref.Kind == provider.KindRouteTable && s.RouteTable == ref.Name
-		}
-		if uses {
+		if provider.Uses(r.Ref.Kind, r.Def, ref) {
 			out = append(out, string(r.Ref.Kind)+" "+r.Ref.Name)
 		}
 	}
