@@ -142,11 +142,11 @@ func runLabUp(ctx context.Context, e *env, o labUpOpts) error {
 	var rs []provider.Resource
 	for _, site := range plan.Topology.SourceSites {
 		if n := s.Network(site); n != nil {
-			rs = append(rs, netlab.Resources(n)...)
+			rs = append(rs, provider.Resources(n)...)
 		}
 	}
 	if n := s.Network(plan.Topology.TargetSite); n != nil {
-		rs = append(rs, netlab.Resources(n)...)
+		rs = append(rs, provider.Resources(n)...)
 	}
 	for _, op := range s.OnPremises {
 		for i := range op.Hosts {
@@ -160,7 +160,7 @@ func runLabUp(ctx context.Context, e *env, o labUpOpts) error {
 	if o.target {
 		// A connection Azure would refuse beside the source's (ER-04) is
 		// left out, as the runbook makes it only after failover.
-		if err := p.Apply(ctx, labJob, netlab.Resources(plan.Target)...); errors.Is(err, provider.ErrConflict) {
+		if err := p.Apply(ctx, labJob, provider.Resources(plan.Target)...); errors.Is(err, provider.ErrConflict) {
 			notes = append(notes, err.Error())
 		} else if err != nil {
 			return fmt.Errorf("lab up: target network: %w", err)

@@ -166,12 +166,12 @@ func (d *Daemon) StartSites(ctx context.Context) error {
 		n := &d.o.Spec.Networks[i]
 		if d.lab != nil {
 			// One rebuild of the namespaces for the whole site.
-			if err := d.lab.Apply(ctx, SiteJob, netlab.Resources(n)...); err != nil {
+			if err := d.lab.Apply(ctx, SiteJob, provider.Resources(n)...); err != nil {
 				return fmt.Errorf("daemon: build site %s: %w", n.Site, err)
 			}
 			continue
 		}
-		for _, r := range recovery.NetworkResources(n) {
+		for _, r := range provider.Resources(n) {
 			if err := d.Sites.CreateNetwork(ctx, SiteJob, r); err != nil {
 				return fmt.Errorf("daemon: build site %s: %w", n.Site, err)
 			}

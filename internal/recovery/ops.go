@@ -790,35 +790,3 @@ func (pl *Planner) networkParams(a netplan.Action) (NetParams, error) {
 	}
 	return fail()
 }
-
-// NetworkResources lists a site's network resources parents first, as a
-// provider can create them one by one: route tables, VNets, subnets,
-// appliances, gateways, peerings, connections.
-func NetworkResources(net *spec.Network) []provider.Resource {
-	var out []provider.Resource
-	site := net.Site
-	for _, rt := range net.RouteTables {
-		out = append(out, provider.Resource{Site: site, RouteTable: &rt})
-	}
-	for _, v := range net.VirtualNetworks {
-		bare := v
-		bare.Subnets = nil
-		out = append(out, provider.Resource{Site: site, VirtualNetwork: &bare})
-		for _, sn := range v.Subnets {
-			out = append(out, provider.Resource{Site: site, Subnet: &provider.Subnet{VirtualNetwork: v.Name, Subnet: sn}})
-		}
-	}
-	for _, a := range net.Appliances {
-		out = append(out, provider.Resource{Site: site, Appliance: &a})
-	}
-	for _, g := range net.Gateways {
-		out = append(out, provider.Resource{Site: site, Gateway: &g})
-	}
-	for _, p := range net.Peerings {
-		out = append(out, provider.Resource{Site: site, Peering: &p})
-	}
-	for _, c := range net.Connections {
-		out = append(out, provider.Resource{Site: site, Connection: &c})
-	}
-	return out
-}

@@ -207,7 +207,7 @@ func TestDrillAndFailoverOnLocal(t *testing.T) {
 	pl := recovery.NewPlanner(s)
 
 	// The source site as it runs today.
-	for _, r := range recovery.NetworkResources(s.Network("eastasia")) {
+	for _, r := range provider.Resources(s.Network("eastasia")) {
 		if err := lp.CreateNetwork(ctx, "site", r); err != nil {
 			t.Fatalf("create %+v: %v", r, err)
 		}

@@ -46,9 +46,9 @@ func TestLabPreferTarget(t *testing.T) {
 	o.Executable = bin
 	l := &lab{t: t, ctx: ctx, s: s, plan: plan, p: newLab(t, o)}
 	for _, site := range plan.Topology.SourceSites {
-		l.apply(netlab.Resources(s.Network(site))...)
+		l.apply(provider.Resources(s.Network(site))...)
 	}
-	l.apply(netlab.Resources(plan.Target)...)
+	l.apply(provider.Resources(plan.Target)...)
 	for _, op := range s.OnPremises {
 		for i := range op.Hosts {
 			l.apply(provider.Resource{Site: op.Name, Host: &op.Hosts[i]})

@@ -33,10 +33,10 @@ func buildExample(t *testing.T, ctx context.Context, s *spec.Spec, o netlab.Opti
 	l := &lab{t: t, ctx: ctx, s: s, plan: netplan.Derive(s)}
 	l.p = newLab(t, o)
 	for _, site := range l.plan.Topology.SourceSites {
-		l.apply(netlab.Resources(s.Network(site))...)
+		l.apply(provider.Resources(s.Network(site))...)
 	}
 	if n := s.Network(l.plan.Topology.TargetSite); n != nil {
-		l.apply(netlab.Resources(n)...)
+		l.apply(provider.Resources(n)...)
 	}
 	for _, op := range s.OnPremises {
 		for i := range op.Hosts {
@@ -157,7 +157,7 @@ func TestLabCrossCheck(t *testing.T) {
 				l.crossCheck(l.plan, netplan.StateSource, c.from, c.from, c.to)
 			}
 
-			target := netlab.Resources(l.plan.Target)
+			target := provider.Resources(l.plan.Target)
 			if l.plan.Topology.Kind == netplan.SingleCircuit {
 				// Both connections on the one circuit at once: refused.
 				err := l.p.Apply(ctx, "xcheck", target...)
@@ -240,7 +240,7 @@ func TestLabForceOverlap(t *testing.T) {
 	o := netlab.ForSpec(s)
 	o.Force = true
 	l := buildExample(t, ctx, s, o)
-	l.apply(netlab.Resources(l.plan.Target)...)
+	l.apply(provider.Resources(l.plan.Target)...)
 	ns, err := l.p.NodeNamespace(ctx, "er-hongkong")
 	if err != nil {
 		t.Fatal(err)
