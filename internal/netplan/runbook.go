@@ -183,7 +183,7 @@ func (p *Plan) buildRunbook() []Action {
 		if srcs := conflicts[c.Circuit]; len(srcs) > 0 {
 			var dels []string
 			for _, sc := range srcs {
-				dels = append(dels, p.deleteSource(b, sc, PhaseFailover))
+				dels = append(dels, p.deleteSource(b, sc))
 			}
 			fenceIDs = append(fenceIDs, dels...)
 			created[id] = b.add(Action{Phase: PhaseFailover, Action: ActCreateConn, Resource: id, DependsOn: append([]string{gw}, dels...), Detail: fmt.Sprintf("%s to circuit %s, only after the source connection is deleted (same prefixes on one circuit)", c.Gateway, c.Circuit)})
@@ -264,19 +264,16 @@ func (p *Plan) buildRunbook() []Action {
 	return b.actions
 }
 
-// deleteSource adds the deletion of a source connection. It may fail
-// because the source region is down (AS-05): ask, or proceed under the
-// spec's allowDisconnectFailure.
-func (p *Plan) deleteSource(b *runbook, sc *Connection, phase string) string {
-	onFail := "ask"
+// deleteSource adds the failover's deletion of a source connection that
+// shares the target's circuit. It may fail because the source region is down
+// (AS-05): ask, or proceed under the spec's allowDisconnectFailure.
+func (p *Plan) deleteSource(b *runbook, sc *Connection) string {
+	onFail, then := "ask", "the job waits for an operator"
 	if p.spec.Recovery.NetworkMapping.Connectivity.AllowDisconnectFailure {
-		onFail = "proceed"
+		onFail, then = "proceed", "allowDisconnectFailure lets the job go on"
 	}
-	detail := fmt.Sprintf("disconnect %s from circuit %s and keep it from coming back (fencing)", sc.Gateway.Name, sc.Circuit.Name)
-	if phase == PhaseFailover {
-		detail = fmt.Sprintf("disconnect %s from circuit %s before the target connects; if the source region is down this may fail: %s", sc.Gateway.Name, sc.Circuit.Name, map[string]string{"ask": "the job waits for an operator", "proceed": "allowDisconnectFailure lets the job go on"}[onFail])
-	}
-	return b.add(Action{Phase: phase, Action: ActDeleteConn, Resource: sc.ID(), Detail: detail, OnFailure: onFail})
+	detail := fmt.Sprintf("disconnect %s from circuit %s before the target connects; if the source region is down this may fail: %s", sc.Gateway.Name, sc.Circuit.Name, then)
+	return b.add(Action{Phase: PhaseFailover, Action: ActDeleteConn, Resource: sc.ID(), Detail: detail, OnFailure: onFail})
 }
 
 // conflictingSourceConnections returns, per target circuit, the source
