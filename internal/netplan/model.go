@@ -145,31 +145,17 @@ func (v *VNet) Contains(a netip.Addr) bool {
 	return false
 }
 
-// SubnetOf returns v's subnet holding a, or nil.
-func (v *VNet) SubnetOf(a netip.Addr) *Subnet {
-	for _, s := range v.Subnets {
-		if s.Prefix.Contains(a) {
-			return s
-		}
-	}
-	return nil
-}
-
 // PeeringsFrom returns the peerings that start at v.
 func (v *VNet) PeeringsFrom() []*Peering {
+	// Peerings belong to the site of their From.
 	var out []*Peering
-	for _, s := range siteSet(v) {
-		for _, p := range s.Peerings {
-			if p.From == v {
-				out = append(out, p)
-			}
+	for _, p := range v.Site.Peerings {
+		if p.From == v {
+			out = append(out, p)
 		}
 	}
 	return out
 }
-
-// siteSet is the site of v; peerings are owned by the site of their From.
-func siteSet(v *VNet) []*Site { return []*Site{v.Site} }
 
 // Connected reports whether the peering from p.From to p.To and its reverse
 // both exist: Azure carries traffic only over a connected peering.

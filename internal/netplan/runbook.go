@@ -173,7 +173,6 @@ func (p *Plan) buildRunbook() []Action {
 	// Connections: made ahead unless they would meet the live source on one
 	// circuit with overlapping prefixes (ER-04).
 	conflicts := p.conflictingSourceConnections()
-	var fenceIDs []string
 	for _, c := range p.Target.Connections {
 		id := site + "/connections/" + c.Name
 		if !gen(id) {
@@ -185,7 +184,6 @@ func (p *Plan) buildRunbook() []Action {
 			for _, sc := range srcs {
 				dels = append(dels, p.deleteSource(b, sc))
 			}
-			fenceIDs = append(fenceIDs, dels...)
 			created[id] = b.add(Action{Phase: PhaseFailover, Action: ActCreateConn, Resource: id, DependsOn: append([]string{gw}, dels...), Detail: fmt.Sprintf("%s to circuit %s, only after the source connection is deleted (same prefixes on one circuit)", c.Gateway, c.Circuit)})
 			continue
 		}
@@ -219,8 +217,8 @@ func (p *Plan) buildRunbook() []Action {
 	if p.SameIPs() && len(conflicts) == 0 {
 		for _, sc := range p.srcConns {
 			if sc.Gateway != nil && sc.Gateway.VNet == p.hub {
-				fenceIDs = append(fenceIDs, b.add(Action{Phase: PhaseFailover, Action: ActDeleteConn, Resource: sc.ID(), OnFailure: "proceed",
-					Detail: fmt.Sprintf("disconnect %s from circuit %s so that on-premises reaches the target hub, and keep it from coming back (fencing); if the source region is down, it advertises nothing and the job goes on", sc.Gateway.Name, sc.Circuit.Name)}))
+				b.add(Action{Phase: PhaseFailover, Action: ActDeleteConn, Resource: sc.ID(), OnFailure: "proceed",
+					Detail: fmt.Sprintf("disconnect %s from circuit %s so that on-premises reaches the target hub, and keep it from coming back (fencing); if the source region is down, it advertises nothing and the job goes on", sc.Gateway.Name, sc.Circuit.Name)})
 			}
 		}
 	}
@@ -309,11 +307,9 @@ func (p *Plan) conflictingSourceConnections() map[string][]*Connection {
 // allows gateway transit.
 func Advertised(hub *VNet) []netip.Prefix {
 	out := slices.Clone(hub.AddressSpace)
-	for _, st := range []*Site{hub.Site} {
-		for _, pe := range st.Peerings {
-			if pe.To == hub && pe.UseRemoteGateways && pe.Reverse != nil && pe.Reverse.AllowGatewayTransit {
-				out = append(out, pe.From.AddressSpace...)
-			}
+	for _, pe := range hub.Site.Peerings {
+		if pe.To == hub && pe.UseRemoteGateways && pe.Reverse != nil && pe.Reverse.AllowGatewayTransit {
+			out = append(out, pe.From.AddressSpace...)
 		}
 	}
 	return out

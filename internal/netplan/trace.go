@@ -63,7 +63,7 @@ func (r Route) String() string {
 	return fmt.Sprintf("%s -> %s (%s: %s)", r.Prefix, nh, src, r.Name)
 }
 
-// hubsOf returns the gateways whose routes a subnet of v learns: v's own,
+// gatewaysFor returns the gateways whose routes a subnet of v learns: v's own,
 // or its hub's through useRemoteGateways.
 func (w *world) gatewaysFor(v *VNet) []*Gateway {
 	var out []*Gateway
