@@ -278,6 +278,9 @@ func TestConsistencyGroup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Close before the serving stops, even on a failure: a mount
+		// whose file this process holds open would wait for it forever.
+		t.Cleanup(func() { f.Close() })
 		files[i] = f
 	}
 	rec := alignedBuf(t, 4096)
@@ -288,9 +291,9 @@ func TestConsistencyGroup(t *testing.T) {
 		off := int64(id%slots) * 4096
 		binary.LittleEndian.PutUint64(rec, id)
 		binary.LittleEndian.PutUint64(rec[8:], uint64(off))
-		for _, f := range files {
+		for i, f := range files {
 			if _, err := f.WriteAt(rec, off); err != nil {
-				t.Fatal(err)
+				t.Fatalf("write %d to disk %s at %d: %v", id, order[i], off, err)
 			}
 		}
 		n = id
