@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -81,7 +82,14 @@ func serve(path string, t *Tracked) (*Mount, error) {
 			AllowOther: os.Geteuid() == 0,
 			// Root mounts with mount(2) itself; others go through fusermount.
 			DirectMount: os.Geteuid() == 0,
-			Logger:      log.New(io.Discard, "", 0),
+			Logger:      fuseLogger(),
+			Debug:       os.Getenv("STANDBY_FUSE_DEBUG") != "",
+			// A panic is a bug: the writer gets EIO, and the stack goes
+			// to standard error, not to the discarded log.
+			PanicHandler: func(v any) fuse.Status {
+				fmt.Fprintf(os.Stderr, "standby: panic serving %s: %v\n%s", t.path, v, debug.Stack())
+				return fuse.EIO
+			},
 		},
 		OnAdd: func(ctx context.Context) {
 			ch := root.NewPersistentInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
@@ -101,6 +109,15 @@ func serve(path string, t *Tracked) (*Mount, error) {
 		}
 	}
 	return m, nil
+}
+
+// fuseLogger discards go-fuse's log unless STANDBY_FUSE_DEBUG is set, when
+// every request and reply goes to standard error.
+func fuseLogger() *log.Logger {
+	if os.Getenv("STANDBY_FUSE_DEBUG") != "" {
+		return log.New(os.Stderr, "fuse: ", log.Lmicroseconds)
+	}
+	return log.New(io.Discard, "", 0)
 }
 
 // detachStale lazily unmounts a FUSE mount left by a process that died: its

@@ -54,6 +54,7 @@ func CutTracked(disks []*Tracked) ([]*TrackedCut, time.Duration, error) {
 		return nil, 0, errors.New("capture: cut: no disks")
 	}
 	fresh := make([]bitmap, len(disks))
+	cuts := make([]*TrackedCut, len(disks))
 	for i, t := range disks {
 		if t.closed.Load() {
 			return nil, 0, fmt.Errorf("capture: cut %s: the disk is closed", t.path)
@@ -65,6 +66,14 @@ func CutTracked(disks []*Tracked) ([]*TrackedCut, time.Duration, error) {
 			return nil, 0, fmt.Errorf("capture: cut %s: %w", t.path, err)
 		}
 		fresh[i] = newBitmap(int64(len(t.dirty)) * 64)
+		// Everything a writer touches is ready before the cut is published
+		// to writers under the barrier: a write may follow its release at
+		// once.
+		c := &TrackedCut{t: t, unit: t.unit}
+		for j := range c.stripes {
+			c.stripes[j].st = make(map[int64]unitState)
+		}
+		cuts[i] = c
 	}
 	clk := disks[0].clk
 	start := clk.Now()
@@ -72,23 +81,19 @@ func CutTracked(disks []*Tracked) ([]*TrackedCut, time.Duration, error) {
 		t.barrier.Lock()
 	}
 	at := clk.Now()
-	cuts := make([]*TrackedCut, len(disks))
 	for i, t := range disks {
-		c := &TrackedCut{t: t, gen: t.gen, time: at, unit: t.unit, resync: t.gen == 1 && t.resync.Needed}
+		c := cuts[i]
+		c.gen, c.time, c.resync = t.gen, at, t.gen == 1 && t.resync.Needed
 		c.units = t.dirty.scale(t.grain, t.unit, t.size)
 		t.dirty = fresh[i][:len(t.dirty)]
 		t.gen++
 		t.cut = c
-		cuts[i] = c
 	}
 	for i := len(disks) - 1; i >= 0; i-- {
 		disks[i].barrier.Unlock()
 	}
 	pause := clk.Since(start)
 	for _, c := range cuts {
-		for i := range c.stripes {
-			c.stripes[i].st = make(map[int64]unitState)
-		}
 		c.nbytes = min(c.units.count()*c.unit, c.t.size)
 		if last := (c.t.size - 1) / c.unit; c.units.has(last) {
 			c.nbytes -= (last+1)*c.unit - c.t.size

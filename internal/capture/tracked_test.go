@@ -99,6 +99,49 @@ func TestCopyBeforeWrite(t *testing.T) {
 	}
 }
 
+// TestWriteRightAfterCut has writers hammer a disk while cuts follow one
+// another: a write that lands the instant the barrier is released must find
+// the new cut ready for copy-before-write.
+func TestWriteRightAfterCut(t *testing.T) {
+	const size = 1 << 20
+	d, err := OpenTracked(newTrackedFile(t, size), TrackedOptions{Grain: 4096, BlockSize: 4096, Target: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := d.WriteAt(buf, int64((i*4+w)%(size/4096))*4096); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for round := range 2000 {
+		cuts, _, err := CutTracked([]*Tracked{d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Committed(cuts[0], uint64(round+1), cuts[0].Time()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
 // TestResyncAfterCrash checks the journal: a clean shutdown resumes exactly,
 // a crash resyncs only the regions written, a resize or another replica
 // resyncs the whole disk.
