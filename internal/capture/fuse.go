@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -41,18 +42,38 @@ func MountDir(path string) string {
 	return filepath.Join(filepath.Dir(path), ".standby-mnt-"+filepath.Base(path))
 }
 
+// File is a disk as the FUSE layer serves it: a tracked disk, or any other
+// writable image of fixed size (a recovered machine's overlay on a replica
+// view). Every method is safe for concurrent use.
+type File interface {
+	ReadAt(p []byte, off int64) (int, error)
+	// WriteAt answers ErrOutside for a write past the end.
+	WriteAt(p []byte, off int64) (int, error)
+	// Zero makes [off, off+n) read as zeros (a discard).
+	Zero(off, n int64) error
+	// Sync makes every write so far durable.
+	Sync() error
+	Size() int64
+}
+
 // Serve serves t as the file at path until Close. path must not exist, or
 // be a link left by an earlier Serve of the same path (its stale mount is
 // detached first).
 func Serve(path string, t *Tracked) (*Mount, error) {
-	m, err := serve(path, t)
+	return ServeFile(path, t.path, t)
+}
+
+// ServeFile serves f as the file at path, the way Serve serves a tracked
+// disk; name says what is served, in the mount table and in errors.
+func ServeFile(path, name string, f File) (*Mount, error) {
+	m, err := serve(path, name, f)
 	if err != nil {
-		return nil, fmt.Errorf("capture: serve %s at %s: %w", t.path, path, err)
+		return nil, fmt.Errorf("capture: serve %s at %s: %w", name, path, err)
 	}
 	return m, nil
 }
 
-func serve(path string, t *Tracked) (*Mount, error) {
+func serve(path, what string, f File) (*Mount, error) {
 	path = filepath.Clean(path)
 	dir := MountDir(path)
 	name := filepath.Base(path)
@@ -70,24 +91,30 @@ func serve(path string, t *Tracked) (*Mount, error) {
 		return nil, err
 	}
 	root := &fs.Inode{}
-	node := &diskNode{t: t}
+	node := &diskNode{f: f, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), born: time.Now()}
+	if st, ok := f.(interface {
+		Stat() (syscall.Stat_t, error)
+	}); ok {
+		node.stat = st.Stat
+	}
 	sec := time.Second
 	opts := &fs.Options{
 		AttrTimeout:  &sec,
 		EntryTimeout: &sec,
 		MountOptions: fuse.MountOptions{
-			FsName:     "standby:" + filepath.Base(t.path),
+			FsName:     "standby:" + filepath.Base(what),
 			Name:       "standby",
 			MaxWrite:   MaxFUSEWrite,
 			AllowOther: os.Geteuid() == 0,
 			// Root mounts with mount(2) itself; others go through fusermount.
-			DirectMount: os.Geteuid() == 0,
-			Logger:      fuseLogger(),
-			Debug:       os.Getenv("STANDBY_FUSE_DEBUG") != "",
+			DirectMount:       os.Geteuid() == 0,
+			DirectMountStrict: os.Geteuid() == 0,
+			Logger:            fuseLogger(),
+			Debug:             os.Getenv("STANDBY_FUSE_DEBUG") != "",
 			// A panic is a bug: the writer gets EIO, and the stack goes
 			// to standard error, not to the discarded log.
 			PanicHandler: func(v any) fuse.Status {
-				fmt.Fprintf(os.Stderr, "standby: panic serving %s: %v\n%s", t.path, v, debug.Stack())
+				fmt.Fprintf(os.Stderr, "standby: panic serving %s: %v\n%s", what, v, debug.Stack())
 				return fuse.EIO
 			},
 		},
@@ -96,7 +123,7 @@ func serve(path string, t *Tracked) (*Mount, error) {
 			root.AddChild(name, ch, false)
 		},
 	}
-	server, err := fs.Mount(dir, root, opts)
+	server, err := mountNoInherit(dir, root, opts)
 	if err != nil {
 		_ = os.Remove(dir)
 		return nil, fmt.Errorf("mount FUSE on %s (is /dev/fuse there, and fusermount for a non-root user?): %w", dir, err)
@@ -111,6 +138,25 @@ func serve(path string, t *Tracked) (*Mount, error) {
 	return m, nil
 }
 
+// CanServe says whether this process can serve disks through FUSE: the
+// kernel's /dev/fuse opens, and a process that is not root has fusermount
+// to mount with.
+func CanServe() error {
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("FUSE is not available: %w (install fuse3, load the fuse module)", err)
+	}
+	f.Close()
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			if _, err := exec.LookPath("fusermount"); err != nil {
+				return errors.New("FUSE is not available to this user: fusermount3 is not installed (install fuse3)")
+			}
+		}
+	}
+	return nil
+}
+
 // fuseLogger discards go-fuse's log unless STANDBY_FUSE_DEBUG is set, when
 // every request and reply goes to standard error.
 func fuseLogger() *log.Logger {
@@ -118,6 +164,31 @@ func fuseLogger() *log.Logger {
 		return log.New(os.Stderr, "fuse: ", log.Lmicroseconds)
 	}
 	return log.New(io.Discard, "", 0)
+}
+
+// mountNoInherit mounts like fs.Mount, but the process's /dev/fuse
+// descriptor is not inherited by the processes it starts later (a machine's
+// boot command): mounting directly, go-fuse opens it without close-on-exec,
+// and a machine holding it would keep a dead server's mount hanging instead
+// of failing. Starting processes waits meanwhile (the fork lock), which is
+// why a direct mount must not fall back to running fusermount.
+func mountNoInherit(dir string, root fs.InodeEmbedder, opts *fs.Options) (*fuse.Server, error) {
+	if !opts.DirectMountStrict {
+		// fusermount hands over a descriptor go-fuse marks close-on-exec.
+		return fs.Mount(dir, root, opts)
+	}
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	server, err := fs.Mount(dir, root, opts)
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range fds {
+		if t, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && t == "/dev/fuse" {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
+	return server, err
 }
 
 // detachStale lazily unmounts a FUSE mount left by a process that died: its
@@ -160,6 +231,28 @@ func (m *Mount) Close() error {
 	return nil
 }
 
+// Detach stops serving without waiting for the file's users: the link is
+// removed and the mount detached lazily; a process that still holds the
+// file open sees it fail once this process exits. For a daemon going down
+// while machines run from its disks; Serve at the same path later serves
+// the disk again to those who open it anew.
+func (m *Mount) Detach() error {
+	if err := os.Remove(m.link); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("capture: stop serving %s: %w", m.link, err)
+	}
+	if err := m.server.Unmount(); err == nil {
+		_ = os.Remove(m.dir)
+		return nil
+	}
+	if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
+		if ferr := exec.Command("fusermount", "-u", "-z", m.dir).Run(); ferr != nil {
+			return fmt.Errorf("capture: stop serving %s: detach %s: %v", m.link, m.dir, err)
+		}
+	}
+	_ = os.Remove(m.dir)
+	return nil
+}
+
 func (m *Mount) unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		// Busy: detach now, serve until the users close it.
@@ -177,7 +270,12 @@ func (m *Mount) unmount() error {
 // diskNode is the disk's file in the FUSE mount.
 type diskNode struct {
 	fs.Inode
-	t *Tracked
+	f File
+	// stat, when the file has one, gives owner and times; otherwise the
+	// serving process owns the file and it was born when served.
+	stat     func() (syscall.Stat_t, error)
+	uid, gid uint32
+	born     time.Time
 }
 
 var (
@@ -187,15 +285,22 @@ var (
 )
 
 func (n *diskNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(n.t.f.Fd()), &st); err != nil {
-		return fs.ToErrno(err)
-	}
+	size := n.f.Size()
 	out.Mode = syscall.S_IFREG | 0o600
-	out.Size = uint64(n.t.size)
-	out.Blocks = uint64(n.t.size / 512)
+	out.Size = uint64(size)
+	out.Blocks = uint64(size / 512)
 	out.Blksize = 4096
 	out.Nlink = 1
+	if n.stat == nil {
+		out.Uid, out.Gid = n.uid, n.gid
+		t := uint64(n.born.Unix())
+		out.Mtime, out.Ctime, out.Atime = t, t, t
+		return 0
+	}
+	st, err := n.stat()
+	if err != nil {
+		return fs.ToErrno(err)
+	}
 	out.Uid, out.Gid = st.Uid, st.Gid
 	out.Mtime, out.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
 	out.Ctime, out.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
@@ -206,7 +311,7 @@ func (n *diskNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 // Setattr refuses to change the size: a disk does not shrink or grow
 // under its VM. Other attributes are accepted and ignored.
 func (n *diskNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if sz, ok := in.GetSize(); ok && int64(sz) != n.t.size {
+	if sz, ok := in.GetSize(); ok && int64(sz) != n.f.Size() {
 		return syscall.EPERM
 	}
 	return n.Getattr(ctx, f, out)
@@ -216,13 +321,13 @@ func (n *diskNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EPERM
 	}
-	h := &diskHandle{t: n.t, sync: flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0}
+	h := &diskHandle{f: n.f, sync: flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0}
 	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
 // diskHandle is one open of the disk's file.
 type diskHandle struct {
-	t    *Tracked
+	f    File
 	sync bool // O_SYNC or O_DSYNC: every write is synced before it is answered
 }
 
@@ -235,7 +340,7 @@ var (
 )
 
 func (h *diskHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.t.ReadAt(dest, off)
+	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, syscall.EIO
 	}
@@ -243,7 +348,7 @@ func (h *diskHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 }
 
 func (h *diskHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := h.t.WriteAt(data, off)
+	n, err := h.f.WriteAt(data, off)
 	if errors.Is(err, ErrOutside) {
 		return uint32(n), syscall.ENOSPC
 	}
@@ -251,7 +356,7 @@ func (h *diskHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 		return uint32(n), syscall.EIO
 	}
 	if h.sync {
-		if err := h.t.Sync(); err != nil {
+		if err := h.f.Sync(); err != nil {
 			return 0, syscall.EIO
 		}
 	}
@@ -260,7 +365,7 @@ func (h *diskHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 
 // Fsync makes the disk durable: the backing file is synced.
 func (h *diskHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if err := h.t.Sync(); err != nil {
+	if err := h.f.Sync(); err != nil {
 		return syscall.EIO
 	}
 	return 0
@@ -276,10 +381,10 @@ func (h *diskHandle) Allocate(ctx context.Context, off, size uint64, mode uint32
 	const keepSize, punchHole, zeroRange = 0x01, 0x02, 0x10
 	end := int64(off + size)
 	switch {
-	case end > h.t.size:
+	case end > h.f.Size():
 		return syscall.ENOSPC
 	case mode&(punchHole|zeroRange) != 0:
-		if err := h.t.Zero(int64(off), int64(size)); err != nil {
+		if err := h.f.Zero(int64(off), int64(size)); err != nil {
 			return syscall.EIO
 		}
 		return 0

@@ -506,3 +506,10 @@ func (t *Tracked) newestSeq() uint64 {
 	defer t.metaMu.Unlock()
 	return t.newest
 }
+
+// Stat gives the backing file's owner and times, for the served file.
+func (t *Tracked) Stat() (syscall.Stat_t, error) {
+	var st syscall.Stat_t
+	err := syscall.Fstat(int(t.f.Fd()), &st)
+	return st, err
+}

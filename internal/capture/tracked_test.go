@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -252,6 +253,20 @@ func TestServeFUSE(t *testing.T) {
 	if fi.Size() != size {
 		t.Errorf("served size %d, want %d", fi.Size(), size)
 	}
+	// A process started now (a machine) must not hold the FUSE device:
+	// it would keep the mount alive, and hanging, after this process dies.
+	child := exec.Command("sleep", "5")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", child.Process.Pid))
+	for _, e := range fds {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", child.Process.Pid, e.Name())); l == "/dev/fuse" {
+			t.Errorf("a child process inherited /dev/fuse as fd %s", e.Name())
+		}
+	}
+	child.Process.Kill()
+	child.Wait()
 	data := bytes.Repeat([]byte("standby!"), 1<<17) // 1 MiB
 	if _, err := f.WriteAt(data, 3<<20); err != nil {
 		t.Error(err)
