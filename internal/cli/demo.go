@@ -21,6 +21,7 @@ import (
 	"github.com/standby-dr/standby/internal/provider"
 	"github.com/standby-dr/standby/internal/provider/netlab"
 	"github.com/standby-dr/standby/internal/recovery"
+	"github.com/standby-dr/standby/internal/replication"
 	"github.com/standby-dr/standby/internal/spec"
 	"github.com/standby-dr/standby/internal/workload"
 )
@@ -75,6 +76,9 @@ type DemoResult struct {
 	Seconds    float64           `json:"seconds"`
 	Leftovers  int               `json:"drillLeftovers"`
 	ManualAcks []string          `json:"manualSteps"`
+	// Disks says what recovered machines booted from: "served" overlays
+	// or "exported" copies.
+	Disks string `json:"recoveredDisks"`
 	// RealPaths are the probes' paths on netlab (--lab).
 	RealPaths []*netlab.Trace `json:"realPaths,omitempty"`
 }
@@ -342,6 +346,7 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 		return dm.failed("failover", fo)
 	}
 	dm.say("   RTO %s (network steps, boot from the point, health checks, the plan's checks from hq/client).\n", dm.res.Failover.RTOText)
+	dm.say("   %s\n", dm.disksNote())
 	dm.realPath(ctx, "after failover")
 	for _, m := range dm.res.Failover.Machines {
 		r, err := dm.ledger(ctx, m.Site, m.VM)
@@ -552,4 +557,14 @@ func (dm *demo) summary(w io.Writer) {
 		fmt.Fprintf(w, "  %-22s %-10s %s\n", "planned failback", r.Failback.RTOText, strings.Join(loss, ", "))
 	}
 	fmt.Fprintf(w, "\nThe whole story took %.1fs. The spec is examples/%s; `standby net plan -f` on it prints the runbook.\n", r.Seconds, examples.Quickstart)
+}
+
+// disksNote says what the recovered machines booted from.
+func (dm *demo) disksNote() string {
+	mode, why := dm.d.DiskMode()
+	dm.res.Disks = string(mode)
+	if mode == replication.DisksServed {
+		return "The machines booted at once from writable overlays on their point, served through FUSE: no disk was copied, and their writes are tracked for reprotect."
+	}
+	return "The machines booted from copies of their point, exported before boot (" + why + ")."
 }

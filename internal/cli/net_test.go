@@ -152,6 +152,11 @@ func TestDemo(t *testing.T) {
 	if res.Leftovers != 0 {
 		t.Errorf("the drill left %d resources", res.Leftovers)
 	}
+	// As root with FUSE (and always in CI), recovered machines boot from
+	// served overlays, not from copies.
+	if (os.Geteuid() == 0 || os.Getenv("STANDBY_TEST_REQUIRE_ALL") == "1") && res.Disks != "served" {
+		t.Errorf("recovered machines booted from %q disks, want served overlays", res.Disks)
+	}
 	if res.Failover.RTO <= 0 || res.Failback.RTO <= 0 {
 		t.Errorf("RTO not measured: failover %v failback %v", res.Failover.RTO, res.Failback.RTO)
 	}

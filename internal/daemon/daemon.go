@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/standby-dr/standby/internal/api"
+	"github.com/standby-dr/standby/internal/capture"
 	"github.com/standby-dr/standby/internal/clock"
 	"github.com/standby-dr/standby/internal/provider"
 	"github.com/standby-dr/standby/internal/provider/local"
@@ -63,6 +65,9 @@ type Daemon struct {
 
 	// lab is the netlab provider when the sites are namespaces.
 	lab *netlab.Provider
+
+	// diskNote says why recovered machines get exported copies.
+	diskNote string
 
 	mu     sync.Mutex
 	health map[string]*VMHealth
@@ -141,6 +146,13 @@ func Open(ctx context.Context, o Options) (*Daemon, error) {
 		d.Sites, d.closeSite = lp, lp.Close
 	}
 	d.Protector = replication.NewProtector(filepath.Join(o.Dir, "replicas"), o.Clock)
+	// Recovered machines boot from overlays served through FUSE; where
+	// FUSE cannot be used, from exported copies (a failover then waits for
+	// the copy), said in the status.
+	if err := capture.CanServe(); err != nil {
+		d.Protector.SetDiskMode(replication.DisksExported)
+		d.diskNote = err.Error()
+	}
 	d.Planner = recovery.NewPlanner(o.Spec)
 	d.Runner = &recovery.Runner{Sites: d.Sites, Protection: Protection{P: d.Protector}, Dir: filepath.Join(o.Dir, "recovered"), Clock: o.Clock, Executable: o.Executable}
 	d.Driver = recovery.New(JobStore{DB: db}, d.Runner, recovery.Options{Clock: o.Clock, Report: recovery.ReportJSON, Context: ctx})
@@ -285,7 +297,53 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 		}
 		d.observe(vm.Name, res.Point, res.BytesShipped)
 	}
-	return nil
+	return d.restartOnReserved(ctx)
+}
+
+// DiskMode says how recovered machines get their disks, and why when they
+// are exported copies.
+func (d *Daemon) DiskMode() (replication.DiskMode, string) {
+	return d.Protector.DiskMode(), d.diskNote
+}
+
+// restartOnReserved starts again the machines that ran from overlays an
+// earlier daemon served: their open files died with it. Each starts from
+// its own definition, and opens its disks anew, now served by this daemon.
+// Writes it had synced are in the overlay; others are lost, as in a power
+// cut.
+func (d *Daemon) restartOnReserved(ctx context.Context) error {
+	reserved := d.Protector.Reserved()
+	def, ok := d.Sites.(provider.Definer)
+	if len(reserved) == 0 || !ok {
+		return nil
+	}
+	paths := map[string]bool{}
+	for _, r := range reserved {
+		paths[r.Path] = true
+	}
+	items, err := d.Sites.List(ctx, provider.Filter{Kind: provider.KindVM})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, it := range items {
+		vm, job, ok, err := def.Machine(ctx, it.Site, it.Name)
+		if err != nil || !ok {
+			errs = append(errs, err)
+			continue
+		}
+		if !slices.ContainsFunc(vm.Disks, func(dk provider.Disk) bool { return paths[dk.Path] }) {
+			continue
+		}
+		if err := d.Sites.StopVM(ctx, vm.Site, vm.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := d.Sites.StartVM(ctx, job, vm); err != nil {
+			errs = append(errs, fmt.Errorf("daemon: start %s/%s again on its served disks: %w", vm.Site, vm.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (d *Daemon) setHealth(vm string, f func(*VMHealth)) {

@@ -57,7 +57,8 @@ func disksOf(m map[string]string) []provider.Disk {
 	return out
 }
 
-// Disks writes the VM's disks at a point.
+// Disks gives the VM's disks at a point: overlays served through FUSE, or
+// exported copies where FUSE is not available.
 func (a Protection) Disks(ctx context.Context, vm string, seq uint64, dir string) ([]provider.Disk, error) {
 	m, err := a.P.Disks(ctx, vm, seq, dir)
 	if err != nil {
@@ -94,6 +95,9 @@ func (a Protection) SourceDisks(ctx context.Context, vm string) ([]provider.Disk
 	}
 	return disksOf(m), nil
 }
+
+// Release discards the disks served under dir.
+func (a Protection) Release(ctx context.Context, dir string) error { return a.P.Release(ctx, dir) }
 
 // Resume unfences the VM.
 func (a Protection) Resume(ctx context.Context, vm string) error { return a.P.Unfence(ctx, vm) }

@@ -217,6 +217,13 @@ type Machines interface {
 	StopVM(ctx context.Context, site, name string) error
 }
 
+// Definer gives a machine's definition as it was started, and its job, so
+// that a caller can start it again the same way (ok is false when no such
+// machine exists). Local and netlab implement it.
+type Definer interface {
+	Machine(ctx context.Context, site, name string) (vm VM, job string, ok bool, err error)
+}
+
 // Checker runs one probe; the caller bounds it with ctx and retries it
 // (WaitCheck).
 type Checker interface {

@@ -43,7 +43,8 @@ type Protection interface {
 	// stopped, then fences it.
 	Final(ctx context.Context, vm string) (Point, error)
 	// Disks makes the VM's disks at point seq writable files under dir for
-	// a machine to boot from; called again with the same dir it returns
+	// a machine to boot from, at once (overlays on the point, where the
+	// provider can serve them); called again with the same dir it returns
 	// the same files.
 	Disks(ctx context.Context, vm string, seq uint64, dir string) ([]provider.Disk, error)
 	// Commit makes the recovered disks the VM's own and releases the job's
@@ -59,6 +60,9 @@ type Protection interface {
 	SourceDisks(ctx context.Context, vm string) ([]provider.Disk, error)
 	// Resume lets a fenced VM replicate from its source again.
 	Resume(ctx context.Context, vm string) error
+	// Release discards the disks Disks gave under dir (their machines are
+	// gone) and the points they held.
+	Release(ctx context.Context, dir string) error
 }
 
 // ReverseStats is what a reverse copy compared and sent.
@@ -407,6 +411,9 @@ func (r *Runner) cleanup(ctx context.Context, _ string, s Step) error {
 	}
 	if len(left) > 0 {
 		return fmt.Errorf("cleanup of %s left %d resources, first %s", p.Job, len(left), left[0].Ref)
+	}
+	if err := r.Protection.Release(ctx, filepath.Join(r.Dir, p.Job)); err != nil {
+		return fmt.Errorf("cleanup of %s: %w", p.Job, err)
 	}
 	if err := os.RemoveAll(filepath.Join(r.Dir, p.Job)); err != nil {
 		return fmt.Errorf("cleanup of %s: remove its disks: %w", p.Job, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sync"
@@ -151,6 +152,34 @@ func (o *Overlay) WriteAt(p []byte, off int64) (int, error) {
 		o.dirty[g/64] |= 1 << (g % 64)
 	}
 	return len(p), nil
+}
+
+// Zero makes [off, off+n) of the overlay read as zeros (a discard).
+func (o *Overlay) Zero(off, n int64) error {
+	z := make([]byte, min(n, 1<<20))
+	for done := int64(0); done < n; {
+		k := min(n-done, int64(len(z)))
+		if _, err := o.WriteAt(z[:k], off+done); err != nil {
+			return err
+		}
+		done += k
+	}
+	return nil
+}
+
+// Seq is the point the overlay is on.
+func (o *Overlay) Seq() uint64 { return o.v.seq }
+
+// Written is how many bytes of the disk the overlay holds: the grains
+// written since it was made, which is what differs from its point.
+func (o *Overlay) Written() int64 {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	var n int64
+	for _, w := range o.dirty {
+		n += int64(bits.OnesCount64(w))
+	}
+	return min(n*overlayGrain, o.v.r.size)
 }
 
 // Sync makes the overlay's writes durable.

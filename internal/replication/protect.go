@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,6 +59,8 @@ type vmState struct {
 	Recovered map[string]string `json:"recovered,omitempty"`
 	// Final is the point a planned failover cut with the VM stopped.
 	Final uint64 `json:"final,omitempty"`
+	// Overlays are the disks served to recovered machines, by path.
+	Overlays map[string]OverlayRecord `json:"overlays,omitempty"`
 }
 
 // Protector keeps the replicas of a set of VMs under one directory and
@@ -67,15 +70,18 @@ type vmState struct {
 type Protector struct {
 	root  string
 	clock clock.Clock
+	mode  DiskMode
 
-	mu  sync.Mutex
-	vms map[string]*protected
+	mu       sync.Mutex
+	vms      map[string]*protected
+	reserved []ReservedDisk
 }
 
 type protected struct {
 	mu       sync.Mutex // one cut at a time
 	m        Machine
 	replicas map[string]*replica.Replica
+	served   map[string]*servedDisk // by path
 	st       vmState
 }
 
@@ -131,11 +137,16 @@ func (p *Protector) Add(m Machine) error {
 		}
 		pv.replicas[d.Name] = r
 	}
+	if err := p.reserveLocked(pv); err != nil {
+		pv.close()
+		return fmt.Errorf("replication: protect %s: %w", m.Name, err)
+	}
 	p.vms[m.Name] = pv
 	return nil
 }
 
 func (pv *protected) close() {
+	pv.closeServed()
 	for _, r := range pv.replicas {
 		_ = r.Close()
 	}
@@ -328,16 +339,23 @@ func (p *Protector) Pin(ctx context.Context, vm string, seq uint64, job string) 
 	}
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
+	return p.pinLocked(pv, seq, job)
+}
+
+func (p *Protector) pinLocked(pv *protected, seq uint64, key string) error {
 	pt, ok := pv.point(seq)
 	if !ok {
-		return fmt.Errorf("replication: pin %s point %d: no such point", vm, seq)
+		return fmt.Errorf("replication: pin %s point %d: no such point", pv.m.Name, seq)
+	}
+	if old, ok := pv.st.Pins[key]; ok && old == seq {
+		return nil
 	}
 	for name, ds := range pt.Disks {
 		if err := pv.replicas[name].Pin(ds, true); err != nil {
-			return fmt.Errorf("replication: pin %s point %d: %w", vm, seq, err)
+			return fmt.Errorf("replication: pin %s point %d: %w", pv.m.Name, seq, err)
 		}
 	}
-	pv.st.Pins[job] = seq
+	pv.st.Pins[key] = seq
 	return p.save(pv)
 }
 
@@ -349,11 +367,15 @@ func (p *Protector) Unpin(ctx context.Context, vm, job string) error {
 	}
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
-	seq, ok := pv.st.Pins[job]
+	return p.unpinLocked(pv, job)
+}
+
+func (p *Protector) unpinLocked(pv *protected, key string) error {
+	seq, ok := pv.st.Pins[key]
 	if !ok {
 		return nil
 	}
-	delete(pv.st.Pins, job)
+	delete(pv.st.Pins, key)
 	still := false
 	for _, s := range pv.st.Pins {
 		still = still || s == seq
@@ -361,7 +383,7 @@ func (p *Protector) Unpin(ctx context.Context, vm, job string) error {
 	if pt, ok := pv.point(seq); ok && !still {
 		for name, ds := range pt.Disks {
 			if err := pv.replicas[name].Pin(ds, false); err != nil && !errors.Is(err, replica.ErrNoPoint) {
-				return fmt.Errorf("replication: unpin %s point %d: %w", vm, seq, err)
+				return fmt.Errorf("replication: unpin %s point %d: %w", pv.m.Name, seq, err)
 			}
 		}
 	}
@@ -380,7 +402,8 @@ func (p *Protector) Fence(ctx context.Context, vm string) error {
 	return p.save(pv)
 }
 
-// Unfence lets vm replicate again (reprotect).
+// Unfence lets vm replicate again from its source (the end of a failback):
+// the disks its recovered machine ran from are released.
 func (p *Protector) Unfence(ctx context.Context, vm string) error {
 	pv, err := p.get(vm)
 	if err != nil {
@@ -388,7 +411,16 @@ func (p *Protector) Unfence(ctx context.Context, vm string) error {
 	}
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
-	pv.st.Fenced, pv.st.Final = false, 0
+	rec := map[string]bool{}
+	for _, path := range pv.st.Recovered {
+		rec[path] = true
+	}
+	if err := p.releaseLocked(pv, func(r OverlayRecord) bool {
+		return rec[filepath.Join(r.Dir, r.Disk+".img")]
+	}); err != nil {
+		return err
+	}
+	pv.st.Fenced, pv.st.Final, pv.st.Recovered = false, 0, nil
 	return p.save(pv)
 }
 
@@ -430,40 +462,6 @@ func (p *Protector) Final(ctx context.Context, vm string) (VMPoint, error) {
 		return VMPoint{}, err
 	}
 	return res.Point, nil
-}
-
-// Disks writes the VM's disks at point seq as sparse files under dir, with
-// every block's hash checked, and returns them by name. A file already
-// there from an earlier call is kept.
-func (p *Protector) Disks(ctx context.Context, vm string, seq uint64, dir string) (map[string]string, error) {
-	pv, err := p.get(vm)
-	if err != nil {
-		return nil, err
-	}
-	pv.mu.Lock()
-	pt, ok := pv.point(seq)
-	pv.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("replication: disks of %s at point %d: no such point", vm, seq)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, d := range pv.m.Disks {
-		path := filepath.Join(dir, d.Name+".img")
-		if _, err := os.Stat(path); err != nil {
-			tmp := path + ".part"
-			if _, err := pv.replicas[d.Name].Export(ctx, pt.Disks[d.Name], tmp); err != nil {
-				return nil, fmt.Errorf("replication: disks of %s at point %d: %w", vm, seq, err)
-			}
-			if err := os.Rename(tmp, path); err != nil {
-				return nil, err
-			}
-		}
-		out[d.Name] = path
-	}
-	return out, nil
 }
 
 // Commit releases the job's pins and records the disks the VM runs from
@@ -512,9 +510,11 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 	if err != nil {
 		return DeltaStats{}, err
 	}
+	// The VM is fenced while it runs at the target: holding its lock for
+	// the copy stops nothing but a release of the disks read.
 	pv.mu.Lock()
+	defer pv.mu.Unlock()
 	rec := pv.st.Recovered
-	pv.mu.Unlock()
 	if len(rec) == 0 {
 		return DeltaStats{}, fmt.Errorf("replication: reprotect %s: it has not failed over (no recovered disks recorded); fail over and commit first", vm)
 	}
@@ -525,7 +525,12 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 		if from == "" {
 			return total, fmt.Errorf("replication: reprotect %s: no recovered disk %s", vm, d.Name)
 		}
-		st, err := DeltaCopy(ctx, from, d.Source, pv.replicas[d.Name].BlockSize())
+		src, size, done, err := pv.recoveredReader(from)
+		if err != nil {
+			return total, fmt.Errorf("replication: reprotect %s disk %s: %w", vm, d.Name, err)
+		}
+		st, err := deltaCopy(ctx, src, size, d.Source, pv.replicas[d.Name].BlockSize())
+		done()
 		if err != nil {
 			return total, fmt.Errorf("replication: reprotect %s disk %s: %w", vm, d.Name, err)
 		}
@@ -542,9 +547,6 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 // blocks whose BLAKE3 hashes differ, then syncs `to`. A missing `to` is
 // created; a `to` of another size is resized.
 func DeltaCopy(ctx context.Context, from, to string, blockSize int64) (DeltaStats, error) {
-	if blockSize <= 0 {
-		blockSize = replica.DefaultBlockSize
-	}
 	src, err := os.Open(from)
 	if err != nil {
 		return DeltaStats{}, err
@@ -554,6 +556,13 @@ func DeltaCopy(ctx context.Context, from, to string, blockSize int64) (DeltaStat
 	if err != nil {
 		return DeltaStats{}, err
 	}
+	return deltaCopy(ctx, src, fi.Size(), to, blockSize)
+}
+
+func deltaCopy(ctx context.Context, src io.ReaderAt, size int64, to string, blockSize int64) (DeltaStats, error) {
+	if blockSize <= 0 {
+		blockSize = replica.DefaultBlockSize
+	}
 	dst, err := os.OpenFile(to, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return DeltaStats{}, err
@@ -561,19 +570,19 @@ func DeltaCopy(ctx context.Context, from, to string, blockSize int64) (DeltaStat
 	defer dst.Close()
 	if di, err := dst.Stat(); err != nil {
 		return DeltaStats{}, err
-	} else if di.Size() != fi.Size() {
-		if err := dst.Truncate(fi.Size()); err != nil {
+	} else if di.Size() != size {
+		if err := dst.Truncate(size); err != nil {
 			return DeltaStats{}, err
 		}
 	}
 	var st DeltaStats
 	a := make([]byte, blockSize)
 	b := make([]byte, blockSize)
-	for off := int64(0); off < fi.Size(); off += blockSize {
+	for off := int64(0); off < size; off += blockSize {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		n := min(blockSize, fi.Size()-off)
+		n := min(blockSize, size-off)
 		if _, err := src.ReadAt(a[:n], off); err != nil {
 			return st, err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +26,17 @@ func writeRandom(t *testing.T, path string, off int64, n int) {
 }
 
 func TestProtectorCutPinFenceReverse(t *testing.T) {
+	for _, mode := range []DiskMode{DisksServed, DisksExported} {
+		t.Run(string(mode), func(t *testing.T) {
+			if mode == DisksServed {
+				needFUSE(t)
+			}
+			testProtector(t, mode)
+		})
+	}
+}
+
+func testProtector(t *testing.T, mode DiskMode) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src", "data.img")
@@ -39,7 +51,8 @@ func TestProtectorCutPinFenceReverse(t *testing.T) {
 	}
 	writeRandom(t, src, 0, 1<<20)
 	p := NewProtector(filepath.Join(dir, "replicas"), nil)
-	defer p.Close()
+	p.SetDiskMode(mode)
+	defer func() { p.Close() }()
 	m := Machine{Name: "vm1", Disks: []SourceDisk{{Name: "data", Source: src}}, Threads: 2, BlockSize: 1 << 20}
 	if err := p.Add(m); err != nil {
 		t.Fatal(err)
@@ -71,6 +84,7 @@ func TestProtectorCutPinFenceReverse(t *testing.T) {
 	// A new process takes over from the directory alone.
 	p.Close()
 	p = NewProtector(filepath.Join(dir, "replicas"), nil)
+	p.SetDiskMode(mode)
 	if err := p.Add(m); err != nil {
 		t.Fatal(err)
 	}
@@ -107,5 +121,110 @@ func TestProtectorCutPinFenceReverse(t *testing.T) {
 	third, err := p.Cut(ctx, "vm1", "", nil)
 	if err != nil || third.Point.Seq != 3 {
 		t.Fatalf("after unfence: %+v %v", third, err)
+	}
+}
+
+// TestServedOverlays boots nothing but does what a recovered machine's
+// disks go through: served at once on a pinned point, written apart from
+// the replica while replication goes on, served again by a new process with
+// the synced writes kept, and released without a trace.
+func TestServedOverlays(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "data.img")
+	if err := os.WriteFile(src, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(src, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, src, 0, 64<<10)
+	want1, _ := os.ReadFile(src)
+	p := NewProtector(filepath.Join(dir, "replicas"), nil)
+	defer func() { p.Close() }()
+	m := Machine{Name: "vm1", Disks: []SourceDisk{{Name: "data", Source: src}}, BlockSize: 64 << 10}
+	if err := p.Add(m); err != nil {
+		t.Fatal(err)
+	}
+	first, err := p.Cut(ctx, "vm1", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := filepath.Join(dir, "recovered", "job1")
+	disks, err := p.Disks(ctx, "vm1", first.Point.Seq, filepath.Join(job, "vm1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := disks["data"]
+	if target, err := os.Readlink(path); err != nil || !strings.Contains(target, ".standby-mnt-") {
+		t.Fatalf("the disk %s is not served (link %q, %v)", path, target, err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want1) {
+		t.Fatal("the served disk differs from the point")
+	}
+	// The machine writes; the source moves on and is replicated meanwhile.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := bytes.Repeat([]byte("recovered"), 1000)
+	if _, err := f.WriteAt(mine, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	writeRandom(t, src, 2<<20, 4096)
+	if _, err := p.Cut(ctx, "vm1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(want1)
+	copy(want[1<<20:], mine)
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+		t.Fatal("the served disk lost its own write, or took the source's new one")
+	}
+	v, err := p.vms["vm1"].replicas["data"].View(first.Point.Disks["data"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pointNow := make([]byte, len(want1))
+	if _, err := v.ReadAt(pointNow, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pointNow, want1) {
+		t.Fatal("the machine's write reached the replica's point")
+	}
+	// A new process serves it again, with the synced write.
+	p.Close()
+	p = NewProtector(filepath.Join(dir, "replicas"), nil)
+	if err := p.Add(m); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Reserved(); len(r) != 1 || r[0].Path != path {
+		t.Fatalf("served again: %+v, want %s", r, path)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+		t.Fatal("served again, the disk lost its synced write")
+	}
+	if pins := p.vms["vm1"].st.Pins; len(pins) != 1 {
+		t.Fatalf("pins while served: %v, want the disks' one", pins)
+	}
+	if err := p.Release(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after release %s is still there: %v", path, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(job, "vm1", "*"))
+	if len(left) > 0 {
+		t.Errorf("after release: %v left", left)
+	}
+	if pins := p.vms["vm1"].st.Pins; len(pins) != 0 {
+		t.Errorf("after release pins are left: %v", pins)
+	}
+	if b, _ := os.ReadFile("/proc/self/mounts"); bytes.Contains(b, []byte(job)) {
+		t.Errorf("after release a mount is left under %s", job)
 	}
 }

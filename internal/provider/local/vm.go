@@ -278,3 +278,18 @@ func sameJSON(a, b []byte) bool {
 	}
 	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
+
+// Machine gives the definition a machine was started with, and its job.
+func (p *Provider) Machine(ctx context.Context, site, name string) (provider.VM, string, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.vms[provider.Ref{Site: site, Kind: provider.KindVM, Name: name}]
+	if !ok {
+		return provider.VM{}, "", false, nil
+	}
+	var def vmDef
+	if err := json.Unmarshal(m.Def, &def); err != nil {
+		return provider.VM{}, "", false, fmt.Errorf("local: machine %s/%s: its definition is damaged: %w", site, name, err)
+	}
+	return provider.VM{Site: site, Name: name, NICs: def.NICs, Disks: def.Disks, Boot: def.Boot}, m.Job, true, nil
+}

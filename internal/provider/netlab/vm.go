@@ -208,3 +208,24 @@ func diskEnv(name string) string {
 	}
 	return "STANDBY_DISK_" + string(b)
 }
+
+// Machine gives the definition a machine was started with, and its job.
+func (p *Provider) Machine(ctx context.Context, site, name string) (provider.VM, string, bool, error) {
+	var vm provider.VM
+	var job string
+	var found bool
+	err := p.withState(ctx, false, func(st *state) error {
+		m := st.machine(provider.Ref{Site: site, Kind: provider.KindVM, Name: name})
+		if m == nil {
+			return nil
+		}
+		var def vmDef
+		if err := json.Unmarshal(m.Def, &def); err != nil {
+			return fmt.Errorf("netlab: machine %s/%s: its definition is damaged: %w", site, name, err)
+		}
+		vm = provider.VM{Site: site, Name: name, NICs: def.NICs, Disks: def.Disks, Boot: def.Boot}
+		job, found = m.Job, true
+		return nil
+	})
+	return vm, job, found, err
+}
