@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/standby-dr/standby/internal/api"
+	"github.com/standby-dr/standby/internal/clock"
 	"github.com/standby-dr/standby/internal/recovery"
 )
 
@@ -34,9 +36,12 @@ type Config struct {
 	// Tokens that may call the API. With none, every call but /healthz
 	// and the OpenAPI description is refused.
 	Tokens []Token
+	// Clock dates the dashboard's pages and its sessions; default the
+	// real one.
+	Clock clock.Clock
 }
 
-// Server is the HTTP API. It is an http.Handler.
+// Server is the HTTP API and the dashboard. It is an http.Handler.
 type Server struct {
 	jobs Jobs
 	ops  Operations
@@ -46,6 +51,9 @@ type Server struct {
 	tokens      []Token
 	mux         *http.ServeMux
 	metrics     *metrics
+	clock       clock.Clock
+	pages       map[string]*template.Template // the dashboard's
+	sessions    sessions                      // the dashboard's sign-ins
 }
 
 //go:embed openapi.yaml
@@ -59,7 +67,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Jobs == nil {
 		return nil, errors.New("server: no jobs to serve")
 	}
-	s := &Server{jobs: cfg.Jobs, ops: cfg.Ops, tokens: cfg.Tokens, mux: http.NewServeMux()}
+	s := &Server{jobs: cfg.Jobs, ops: cfg.Ops, tokens: cfg.Tokens, mux: http.NewServeMux(), clock: cfg.Clock}
+	if s.clock == nil {
+		s.clock = clock.Real{}
+	}
 	s.metrics = newMetrics(cfg.Jobs)
 	cfg.Jobs.Observe(s.metrics.observe)
 
@@ -79,13 +90,16 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/jobs/{id}/events", s.require(RoleReader, s.jobEvents))
 	s.mux.HandleFunc("POST /v1/jobs/{id}/resume", s.require(RoleOperator, s.resumeJob))
 	s.routeOperations()
+	if err := s.routeUI(); err != nil {
+		return nil, err
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path, "see /v1/openapi.yaml")
 	})
 	return s, nil
 }
 
-// ServeHTTP serves the API.
+// ServeHTTP serves the API and the dashboard.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {

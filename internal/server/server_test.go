@@ -416,7 +416,8 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	if err := yaml.NewDecoder(resp.Body).Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, route := range []string{"get /healthz", "get /metrics", "get /v1/openapi.yaml", "get /v1/jobs", "get /v1/jobs/{id}", "post /v1/jobs/{id}/resume", "get /v1/jobs/{id}/events"} {
+	for _, route := range []string{"get /healthz", "get /metrics", "get /v1/openapi.yaml", "get /v1/jobs", "get /v1/jobs/{id}", "post /v1/jobs/{id}/resume", "get /v1/jobs/{id}/events",
+		"get /", "get /ui/", "get /ui/vms/{vm}", "get /ui/jobs/{id}", "get /ui/jobs/{id}/events", "get /ui/login", "post /ui/login", "post /ui/logout", "get /ui/static/{file}"} {
 		method, path, _ := strings.Cut(route, " ")
 		if _, ok := doc.Paths[path][method]; !ok {
 			t.Errorf("openapi.yaml does not describe %s", route)
