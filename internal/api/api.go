@@ -182,15 +182,33 @@ const (
 
 // VMStatus is a protected VM's replication state.
 type VMStatus struct {
-	VM        string    `json:"vm"`
-	State     string    `json:"state"` // initial-sync, protected, paused, error
+	VM string `json:"vm"`
+	// State is initial-sync, protected, resyncing, paused or error.
+	State     string    `json:"state"`
 	Reason    string    `json:"reason,omitempty"`
 	LastPoint uint64    `json:"lastPoint"`
 	LastTime  time.Time `json:"lastPointTime"`
-	RPO       string    `json:"rpo"`
-	RPONanos  int64     `json:"rpoNanos"`
-	Alert     bool      `json:"alert"` // RPO above the policy's rpoThreshold
-	Shipped   int64     `json:"bytesShipped"`
+	// SyncedAt is when the replicas last equalled the disks: the last
+	// point's time, or later when nothing was written since. The RPO runs
+	// from it.
+	SyncedAt time.Time `json:"syncedAt,omitzero"`
+	RPO      string    `json:"rpo"`
+	RPONanos int64     `json:"rpoNanos"`
+	Alert    bool      `json:"alert"` // RPO above the policy's rpoThreshold
+	// Threshold is the policy's rpoThreshold.
+	Threshold      string `json:"rpoThreshold,omitempty"`
+	ThresholdNanos int64  `json:"rpoThresholdNanos,omitempty"`
+	Shipped        int64  `json:"bytesShipped"`
+	// Capture is how changes are found: tracked or scan.
+	Capture string `json:"capture,omitempty"`
+	// Progress is the cut being shipped while initial-sync or resyncing.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is how far a long piece of work has come.
+type Progress struct {
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
 }
 
 // StatusReport is the daemon's status: GET /v1/status.

@@ -1,8 +1,11 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	"github.com/standby-dr/standby/internal/provider"
 	"github.com/standby-dr/standby/internal/recovery"
 	"github.com/standby-dr/standby/internal/spec"
+	"github.com/standby-dr/standby/internal/workload"
 )
 
 // The child side of the crash tests: a daemon that runs an operation and
@@ -117,6 +121,12 @@ func crashChild() int {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	})
+	if os.Getenv(envOp) == "replicate" {
+		// Replicate a while, then die with the disks served.
+		go d.Replicate(ctx)
+		time.Sleep(time.Duration(killAt) * time.Second)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
 	var op recovery.Job
 	switch os.Getenv(envOp) {
 	case "drill":
@@ -300,4 +310,141 @@ func TestDrillCleanupAfterDaemonKill(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The daemon serves tracked source disks to their machines; killed, it
+// leaves them holding dead files. Restarted, it serves the disks again,
+// starts the machines again on them, resyncs what the write-intent log
+// names, and its next point equals the disks: nothing a machine had synced
+// is lost, at the source or in the replica.
+func TestTrackedSourcesAfterDaemonKill(t *testing.T) {
+	bin := standbyBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	runChild(t, dir, bin, "replicate", 3)
+	d, err := open(ctx, dir, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopAll(t, d)
+	// What each ledger had synced when the daemon died is on its disk.
+	atKill := map[string]uint64{}
+	for _, vm := range []string{"app1", "app2"} {
+		atKill[vm] = ledgerOnDisk(t, d.DiskPath(vm, "data"))
+		if atKill[vm] == 0 {
+			t.Fatalf("%s wrote nothing before the kill", vm)
+		}
+	}
+	if err := d.StartSites(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Protect(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range d.Health() {
+		if h.Capture != spec.CaptureTracked {
+			t.Errorf("%s is captured by %q, want tracked", h.VM, h.Capture)
+		}
+		if h.State != "resyncing" {
+			t.Errorf("%s after the kill: state %q, want resyncing (its tracking had a gap)", h.VM, h.State)
+		}
+	}
+	items, err := d.Sites.List(ctx, provider.Filter{Kind: provider.KindVM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if it.State != "running" {
+			t.Errorf("%s is %s after the restart", it.Ref, it.State)
+		}
+		var got uint64
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if got = ledgerOverHTTP(ctx, it.Address); got > atKill[it.Name] {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if got <= atKill[it.Name] {
+			t.Errorf("%s answers %d records, had synced %d before the kill: it does not run on its disk again", it.Name, got, atKill[it.Name])
+		}
+	}
+	for _, vm := range []string{"app1", "app2"} {
+		if _, err := d.Protector.Cut(ctx, vm, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range d.Health() {
+		if h.State != "protected" {
+			t.Errorf("%s after a point: state %q (%s), want protected", h.VM, h.State, h.Reason)
+		}
+	}
+	// With the machines stopped, one more point equals the disks.
+	if err := d.StopSource(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range []string{"app1", "app2"} {
+		res, err := d.Protector.Cut(ctx, vm, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		view := filepath.Join(dir, "check", vm)
+		disks, err := d.Protector.Disks(ctx, vm, res.Point.Seq, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, path := range disks {
+			got, err1 := os.ReadFile(path)
+			want, err2 := os.ReadFile(d.DiskPath(vm, name))
+			if err1 != nil || err2 != nil || !bytes.Equal(got, want) {
+				t.Errorf("%s disk %s: point %d differs from the disk (%v %v)", vm, name, res.Point.Seq, err1, err2)
+			}
+		}
+		if err := d.Protector.Release(ctx, view); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// ledgerOnDisk reads how many records a ledger disk holds, from a copy.
+func ledgerOnDisk(t *testing.T, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "ledger.img")
+	if err := os.WriteFile(cp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := workload.OpenLedger(cp, workload.LedgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Recovery().LastSeq
+}
+
+// ledgerOverHTTP asks a ledger machine for its newest record; 0 if it does
+// not answer.
+func ledgerOverHTTP(ctx context.Context, addr string) uint64 {
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+":8080/records", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var r struct {
+		LastSeq uint64 `json:"lastSeq"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&r) != nil {
+		return 0
+	}
+	return r.LastSeq
 }

@@ -165,9 +165,41 @@ func (d *Daemon) Close() error {
 	return errors.Join(d.Protector.Close(), d.closeSite(), d.db.Close())
 }
 
-// DiskPath is where a local source VM's disk lives.
+// DiskPath is where a local source VM's disk lives: the file itself,
+// which a tracked VM's machine reaches through ServedPath.
 func (d *Daemon) DiskPath(vm, disk string) string {
 	return filepath.Join(d.o.Dir, "disks", vm, disk+".img")
+}
+
+// ServedPath is where a tracked VM's disk is served to its machine.
+func (d *Daemon) ServedPath(vm, disk string) string {
+	return filepath.Join(d.o.Dir, "disks", vm, "served", disk+".img")
+}
+
+// CaptureOf is how the daemon captures vm's changes: its policy's mode,
+// except that tracked falls back to scan where FUSE cannot be used (said in
+// the VM's status).
+func (d *Daemon) CaptureOf(vm *spec.VirtualMachine) string {
+	if d.o.Spec.PolicyOf(vm).Capture == spec.CaptureTracked && d.diskNote == "" {
+		return spec.CaptureTracked
+	}
+	return spec.CaptureScan
+}
+
+// machine is what the Protector protects of vm.
+func (d *Daemon) machine(vm *spec.VirtualMachine) replication.Machine {
+	pol := d.o.Spec.PolicyOf(vm)
+	m := replication.Machine{Name: vm.Name, Threads: pol.UploadThreadsPerVM, BlockSize: int64(pol.BlockSize),
+		Retention: replica.Retention{Window: pol.RecoveryPointRetention.Duration},
+		Capture:   d.CaptureOf(vm), Policy: *pol, Quiesce: vm.Quiesce}
+	for _, disk := range vm.Disks {
+		sd := replication.SourceDisk{Name: disk.Name, Source: d.DiskPath(vm.Name, disk.Name)}
+		if m.Capture == spec.CaptureTracked {
+			sd.Served = d.ServedPath(vm.Name, disk.Name)
+		}
+		m.Disks = append(m.Disks, sd)
+	}
+	return m
 }
 
 // StartSites builds the source sites as they run today: their networks,
@@ -230,6 +262,16 @@ func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine) error 
 		}
 		disks = append(disks, provider.Disk{Name: disk.Name, Path: path})
 	}
+	if d.CaptureOf(&vm) == spec.CaptureTracked {
+		// The machine runs on its disks as served, every write tracked:
+		// they are served before it boots.
+		if err := d.Protector.Add(d.machine(&vm)); err != nil {
+			return err
+		}
+		for i := range disks {
+			disks[i].Path = d.ServedPath(vm.Name, disks[i].Name)
+		}
+	}
 	if vm.Boot == nil {
 		return nil
 	}
@@ -271,13 +313,7 @@ func (d *Daemon) StopSource(ctx context.Context) error {
 // replication). progress hears each VM's bytes done.
 func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, total int64)) error {
 	for _, vm := range d.o.Spec.Protection.VirtualMachines {
-		pol := d.o.Spec.PolicyOf(&vm)
-		m := replication.Machine{Name: vm.Name, Threads: pol.UploadThreadsPerVM, BlockSize: int64(pol.BlockSize),
-			Retention: replica.Retention{Window: pol.RecoveryPointRetention.Duration}}
-		for _, disk := range vm.Disks {
-			m.Disks = append(m.Disks, replication.SourceDisk{Name: disk.Name, Source: d.DiskPath(vm.Name, disk.Name)})
-		}
-		if err := d.Protector.Add(m); err != nil {
+		if err := d.Protector.Add(d.machine(&vm)); err != nil {
 			return err
 		}
 		d.setHealth(vm.Name, func(h *VMHealth) { h.State = "initial-sync" })
@@ -287,7 +323,7 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 			cb = func(done, total int64) { progress(name, done, total) }
 		}
 		if pts, _ := d.Protector.Points(ctx, vm.Name); len(pts) > 0 {
-			d.observe(vm.Name, pts[len(pts)-1], 0)
+			d.observe(vm.Name, pts[len(pts)-1], time.Time{}, 0)
 			continue
 		}
 		res, err := d.Protector.Cut(ctx, vm.Name, "", cb)
@@ -295,7 +331,7 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 			d.setHealth(vm.Name, func(h *VMHealth) { h.State, h.Reason = "error", err.Error() })
 			return err
 		}
-		d.observe(vm.Name, res.Point, res.BytesShipped)
+		d.observe(vm.Name, res.Point, res.SyncedAt, res.BytesShipped)
 	}
 	return d.restartOnReserved(ctx)
 }
@@ -357,9 +393,13 @@ func (d *Daemon) setHealth(vm string, f func(*VMHealth)) {
 	f(h)
 }
 
-func (d *Daemon) observe(vm string, pt replication.VMPoint, shipped int64) {
+func (d *Daemon) observe(vm string, pt replication.VMPoint, synced time.Time, shipped int64) {
 	d.setHealth(vm, func(h *VMHealth) {
 		h.State, h.Reason, h.LastPoint, h.LastTime = "protected", "", pt.Seq, pt.Time
+		h.SyncedAt = pt.Time
+		if synced.After(pt.Time) {
+			h.SyncedAt = synced
+		}
 		h.Shipped += shipped
 	})
 }
@@ -372,16 +412,42 @@ func (d *Daemon) Health() []VMHealth {
 	var out []VMHealth
 	for _, h := range d.health {
 		c := *h
+		vm := d.o.Spec.VM(c.VM)
+		if vm != nil {
+			c.Capture = d.CaptureOf(vm)
+			if c.Capture == spec.CaptureScan && d.o.Spec.PolicyOf(vm).Capture == spec.CaptureTracked {
+				c.Capture += " (" + d.diskNote + ")"
+			}
+		}
+		// A tracked VM's disks tell a resync or an initial sync, and how
+		// far it has come.
+		if ts, ok := d.Protector.TrackedStatus(c.VM); ok && c.State != "error" {
+			var p api.Progress
+			for _, ds := range ts.Disks {
+				if ds.State != replication.StateProtected {
+					c.State, c.Reason = ds.State, ds.Reason
+				}
+				if ds.Progress != nil {
+					p.Done += ds.Progress.Done
+					p.Total += ds.Progress.Total
+				}
+			}
+			if p.Total > 0 && c.State != replication.StateProtected {
+				c.Progress = &p
+			}
+		}
 		if d.Protector.Fenced(h.VM) {
 			c.State = "paused"
 			c.Reason = "fenced after failover"
+			c.Progress = nil
 		}
-		if !c.LastTime.IsZero() {
-			rpo := now.Sub(c.LastTime)
+		if !c.SyncedAt.IsZero() {
+			rpo := now.Sub(c.SyncedAt)
 			c.RPONanos, c.RPO = int64(rpo), rpo.Round(100*time.Millisecond).String()
-			if vm := d.o.Spec.VM(c.VM); vm != nil {
-				if pol := d.o.Spec.PolicyOf(vm); pol != nil && rpo > pol.RPOThreshold.Duration {
-					c.Alert = true
+			if vm != nil {
+				if pol := d.o.Spec.PolicyOf(vm); pol != nil {
+					c.Threshold, c.ThresholdNanos = pol.RPOThreshold.String(), int64(pol.RPOThreshold.Duration)
+					c.Alert = rpo > pol.RPOThreshold.Duration
 				}
 			}
 		}
@@ -405,11 +471,13 @@ func (d *Daemon) Replicate(ctx context.Context) {
 		if d.o.MinInterval > 0 && every > d.o.MinInterval {
 			every = d.o.MinInterval
 		}
+		appEvery := pol.AppConsistentFrequency.Duration
 		wg.Add(1)
 		go func(name string, every time.Duration) {
 			defer wg.Done()
 			t := time.NewTicker(every)
 			defer t.Stop()
+			lastApp := d.clk.Now()
 			for {
 				select {
 				case <-ctx.Done():
@@ -419,13 +487,19 @@ func (d *Daemon) Replicate(ctx context.Context) {
 				if d.Protector.Fenced(name) {
 					continue
 				}
-				res, err := d.Protector.Cut(ctx, name, "", nil)
+				// App-consistent points on their own schedule: the VM's
+				// quiesce commands run around the cut.
+				kind := replica.KindCrash
+				if appEvery > 0 && d.Protector.Tracked(name) && d.clk.Since(lastApp) >= appEvery {
+					kind, lastApp = replica.KindApp, d.clk.Now()
+				}
+				res, err := d.Protector.Cut(ctx, name, kind, nil)
 				switch {
 				case errors.Is(err, replication.ErrFenced) || ctx.Err() != nil:
 				case err != nil:
 					d.setHealth(name, func(h *VMHealth) { h.State, h.Reason = "error", err.Error() })
 				default:
-					d.observe(name, res.Point, res.BytesShipped)
+					d.observe(name, res.Point, res.SyncedAt, res.BytesShipped)
 				}
 			}
 		}(vm.Name, every)

@@ -152,6 +152,33 @@ func (g *Group) recovered() {
 	}
 }
 
+// CycleResult is one point the group took, or did not need to take.
+type CycleResult struct {
+	At time.Time
+	// Empty: nothing was written since the last point, so none was taken;
+	// the replicas equal the disks as of At.
+	Empty bool
+	App   bool
+	// Points are each disk's newest point afterwards, in the order of the
+	// group's VMs and disks.
+	Points []replica.Point
+}
+
+// Cycle takes one point of the group now (app-consistent when app, running
+// the VMs' quiesce commands), for a caller that keeps the schedule itself
+// and never calls Run. Calls must not overlap. The RPO, states and events
+// are kept as Run keeps them.
+func (g *Group) Cycle(ctx context.Context, app bool) (CycleResult, error) {
+	res, err := g.cycle(ctx, app)
+	g.tick()
+	if err != nil {
+		g.failed(err)
+		return CycleResult{}, err
+	}
+	g.recovered()
+	return CycleResult{At: res.at, Empty: res.empty, App: res.app, Points: g.NewestPoints()}, nil
+}
+
 type cycleResult struct {
 	at    time.Time
 	empty bool

@@ -14,8 +14,10 @@ import (
 
 	"github.com/zeebo/blake3"
 
+	"github.com/standby-dr/standby/internal/capture"
 	"github.com/standby-dr/standby/internal/clock"
 	"github.com/standby-dr/standby/internal/replica"
+	"github.com/standby-dr/standby/internal/spec"
 )
 
 // ErrFenced is returned when a fenced VM is asked for a new point: after a
@@ -26,6 +28,9 @@ var ErrFenced = errors.New("replication of this machine is fenced (it was failed
 type SourceDisk struct {
 	Name   string `json:"name"`
 	Source string `json:"source"`
+	// Served, with tracked capture, is where the Protector serves the
+	// disk to its machine (a FUSE file over Source).
+	Served string `json:"served,omitempty"`
 }
 
 // Machine is what the Protector protects of one VM.
@@ -35,6 +40,14 @@ type Machine struct {
 	Threads   int
 	BlockSize int64
 	Retention replica.Retention
+	// Capture is spec.CaptureTracked (the disks are served at their Served
+	// paths and every write tracked) or spec.CaptureScan (the default
+	// here: each point reads and hashes the whole disk).
+	Capture string
+	// Policy and Quiesce drive a tracked machine's points: its streams,
+	// retention, RPO threshold and the commands around app-consistent cuts.
+	Policy  spec.Policy
+	Quiesce *spec.Quiesce
 }
 
 // VMPoint is a recovery point of a whole VM: one point of each of its
@@ -61,6 +74,8 @@ type vmState struct {
 	Final uint64 `json:"final,omitempty"`
 	// Overlays are the disks served to recovered machines, by path.
 	Overlays map[string]OverlayRecord `json:"overlays,omitempty"`
+	// Served says a process has served the VM's tracked disks.
+	Served bool `json:"served,omitempty"`
 }
 
 // Protector keeps the replicas of a set of VMs under one directory and
@@ -82,6 +97,7 @@ type protected struct {
 	m        Machine
 	replicas map[string]*replica.Replica
 	served   map[string]*servedDisk // by path
+	tr       *trackedRun            // with tracked capture
 	st       vmState
 }
 
@@ -141,11 +157,22 @@ func (p *Protector) Add(m Machine) error {
 		pv.close()
 		return fmt.Errorf("replication: protect %s: %w", m.Name, err)
 	}
+	if m.Capture == spec.CaptureTracked {
+		if err := p.serveTracked(context.Background(), pv); err != nil {
+			pv.close()
+			return fmt.Errorf("replication: protect %s: serve its disks: %w", m.Name, err)
+		}
+		if err := p.save(pv); err != nil {
+			pv.close()
+			return fmt.Errorf("replication: protect %s: %w", m.Name, err)
+		}
+	}
 	p.vms[m.Name] = pv
 	return nil
 }
 
 func (pv *protected) close() {
+	pv.closeTracked()
 	pv.closeServed()
 	for _, r := range pv.replicas {
 		_ = r.Close()
@@ -213,10 +240,13 @@ func writeFileAtomic(path string, data []byte) error {
 
 // CutResult is what one VM point cost.
 type CutResult struct {
-	Point        VMPoint `json:"point"`
-	BytesRead    int64   `json:"bytesRead"`
-	BytesShipped int64   `json:"bytesShipped"`
-	Seconds      float64 `json:"seconds"`
+	Point VMPoint `json:"point"`
+	// SyncedAt is when the replicas last equalled the disks: the point's
+	// time, or later when a tracked cut found nothing written since.
+	SyncedAt     time.Time `json:"syncedAt"`
+	BytesRead    int64     `json:"bytesRead"`
+	BytesShipped int64     `json:"bytesShipped"`
+	Seconds      float64   `json:"seconds"`
 }
 
 // Cut syncs every disk of vm and records the VM point. progress, when
@@ -235,6 +265,9 @@ func (p *Protector) Cut(ctx context.Context, vm, kind string, progress func(done
 }
 
 func (p *Protector) cutLocked(ctx context.Context, pv *protected, kind string, progress func(done, total int64)) (CutResult, error) {
+	if pv.tr != nil {
+		return p.cutTracked(ctx, pv, kind)
+	}
 	start := p.clock.Now()
 	var total int64
 	for _, r := range pv.replicas {
@@ -262,19 +295,27 @@ func (p *Protector) cutLocked(ctx context.Context, pv *protected, kind string, p
 		res.BytesRead += out.BytesRead
 		res.BytesShipped += out.BytesShipped
 	}
+	if err := p.recordLocked(pv, &pt); err != nil {
+		return res, err
+	}
+	res.Point, res.SyncedAt = pt, pt.Time
+	res.Seconds = p.clock.Since(start).Seconds()
+	p.pruneLocked(ctx, pv)
+	return res, nil
+}
+
+// recordLocked numbers pt as the VM's next point and records it.
+func (p *Protector) recordLocked(pv *protected, pt *VMPoint) error {
 	pt.Seq = 1
 	if n := len(pv.st.Points); n > 0 {
 		pt.Seq = pv.st.Points[n-1].Seq + 1
 	}
-	pv.st.Points = append(pv.st.Points, pt)
+	pv.st.Points = append(pv.st.Points, *pt)
 	if err := p.save(pv); err != nil {
 		pv.st.Points = pv.st.Points[:len(pv.st.Points)-1]
-		return res, fmt.Errorf("replication: cut %s: record point: %w", pv.m.Name, err)
+		return fmt.Errorf("replication: cut %s: record point: %w", pv.m.Name, err)
 	}
-	res.Point = pt
-	res.Seconds = p.clock.Since(start).Seconds()
-	p.pruneLocked(ctx, pv)
-	return res, nil
+	return nil
 }
 
 // pruneLocked applies the VM's retention to every disk and forgets VM
@@ -286,6 +327,13 @@ func (p *Protector) pruneLocked(ctx context.Context, pv *protected) {
 	for _, r := range pv.replicas {
 		_, _ = r.Prune(ctx, pv.m.Retention)
 	}
+	p.forgetPrunedLocked(pv)
+}
+
+// forgetPrunedLocked forgets the VM points whose disk points retention
+// removed.
+func (p *Protector) forgetPrunedLocked(pv *protected) {
+	n := len(pv.st.Points)
 	kept := pv.st.Points[:0]
 	for _, pt := range pv.st.Points {
 		ok := true
@@ -299,7 +347,9 @@ func (p *Protector) pruneLocked(ctx context.Context, pv *protected) {
 		}
 	}
 	pv.st.Points = kept
-	_ = p.save(pv)
+	if len(kept) != n {
+		_ = p.save(pv)
+	}
 }
 
 func hasPoint(r *replica.Replica, seq uint64) bool {
@@ -489,6 +539,9 @@ func (p *Protector) Sources(vm string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, d := range pv.m.Disks {
 		out[d.Name] = d.Source
+		if d.Served != "" && pv.tr != nil {
+			out[d.Name] = d.Served
+		}
 	}
 	return out, nil
 }
@@ -520,7 +573,7 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 	}
 	start := p.clock.Now()
 	var total DeltaStats
-	for _, d := range pv.m.Disks {
+	for i, d := range pv.m.Disks {
 		from := rec[d.Name]
 		if from == "" {
 			return total, fmt.Errorf("replication: reprotect %s: no recovered disk %s", vm, d.Name)
@@ -529,7 +582,13 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 		if err != nil {
 			return total, fmt.Errorf("replication: reprotect %s disk %s: %w", vm, d.Name, err)
 		}
-		st, err := deltaCopy(ctx, src, size, d.Source, pv.replicas[d.Name].BlockSize())
+		var st DeltaStats
+		if pv.tr != nil {
+			// Through the tracking, so the next point ships what changed.
+			st, err = deltaCopyTo(ctx, src, size, pv.tr.disks[i], pv.replicas[d.Name].BlockSize())
+		} else {
+			st, err = deltaCopy(ctx, src, size, d.Source, pv.replicas[d.Name].BlockSize())
+		}
 		done()
 		if err != nil {
 			return total, fmt.Errorf("replication: reprotect %s disk %s: %w", vm, d.Name, err)
@@ -560,9 +619,6 @@ func DeltaCopy(ctx context.Context, from, to string, blockSize int64) (DeltaStat
 }
 
 func deltaCopy(ctx context.Context, src io.ReaderAt, size int64, to string, blockSize int64) (DeltaStats, error) {
-	if blockSize <= 0 {
-		blockSize = replica.DefaultBlockSize
-	}
 	dst, err := os.OpenFile(to, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return DeltaStats{}, err
@@ -574,6 +630,24 @@ func deltaCopy(ctx context.Context, src io.ReaderAt, size int64, to string, bloc
 		if err := dst.Truncate(size); err != nil {
 			return DeltaStats{}, err
 		}
+	}
+	return deltaCopyTo(ctx, src, size, dst, blockSize)
+}
+
+// diskRW is a disk a reverse copy reads and writes: a file, or a tracked
+// disk (whose writes are then tracked).
+type diskRW interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
+func deltaCopyTo(ctx context.Context, src io.ReaderAt, size int64, dst diskRW, blockSize int64) (DeltaStats, error) {
+	if blockSize <= 0 {
+		blockSize = replica.DefaultBlockSize
+	}
+	if t, ok := dst.(*capture.Tracked); ok && t.Size() != size {
+		return DeltaStats{}, fmt.Errorf("the recovered disk holds %d bytes, the source disk %d: a tracked disk keeps its size", size, t.Size())
 	}
 	var st DeltaStats
 	a := make([]byte, blockSize)

@@ -367,7 +367,7 @@ func (c *checker) checkProtection(sites map[string]*Site, vnetsBySite map[string
 		if po.BandwidthLimitMbps < 0 {
 			c.fail(p+".bandwidthLimitMbps", "must not be negative")
 		}
-		c.oneOf(p+".capture", po.Capture, "tracked", "scan")
+		c.oneOf(p+".capture", po.Capture, CaptureTracked, CaptureScan)
 		if c.s.Has(p + ".blockSize") {
 			bs := int64(po.BlockSize)
 			if bs < 64<<10 || bs > 64<<20 || bs&(bs-1) != 0 {

@@ -44,7 +44,7 @@ func (s *Spec) fillDefaults() {
 			p.RPOThreshold = Duration{30 * time.Minute}
 		}
 		if p.Capture == "" {
-			p.Capture = "tracked"
+			p.Capture = CaptureTracked
 		}
 		if !s.Has(path + "blockSize") {
 			p.BlockSize = 4 << 20

@@ -175,6 +175,12 @@ type Protection struct {
 	VirtualMachines []VirtualMachine `yaml:"virtualMachines" json:"virtualMachines"`
 }
 
+// Capture modes of a policy.
+const (
+	CaptureTracked = "tracked" // writes intercepted, cost follows the change
+	CaptureScan    = "scan"    // blocks hashed and compared, cost follows the disk
+)
+
 // Policy is how a VM is replicated.
 type Policy struct {
 	Name                     string   `yaml:"name" json:"name"`
