@@ -47,13 +47,17 @@ func newStatusCmd(e *env) *cobra.Command {
 			return e.render(st, func(w io.Writer) {
 				fmt.Fprintf(w, "%s\n", st.Spec)
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "VM\tSTATE\tRPO\tLAST POINT\tSHIPPED\tNOTE")
+				fmt.Fprintln(tw, "VM\tCAPTURE\tSTATE\tRPO\tTHRESHOLD\tLAST POINT\tSHIPPED\tNOTE")
 				for _, v := range st.VMs {
 					note := v.Reason
 					if v.Alert {
 						note = "RPO above the policy's threshold " + note
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", v.VM, v.State, v.RPO, v.LastPoint, byteSize(v.Shipped), note)
+					state := v.State
+					if p := v.Progress; p != nil && p.Total > 0 {
+						state += fmt.Sprintf(" %d%%", p.Done*100/p.Total)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.VM, v.Capture, state, v.RPO, v.Threshold, v.LastPoint, byteSize(v.Shipped), note)
 				}
 				tw.Flush()
 				for p, stage := range st.Plans {
@@ -125,7 +129,11 @@ func printReport(w io.Writer, r recovery.Report) {
 		fmt.Fprintf(w, "RTO %s\n", r.RTOText)
 	}
 	for _, m := range r.Machines {
-		fmt.Fprintf(w, "  %s at %s from point %d (%s): data loss %s\n", m.VM, m.Site, m.Point, m.PointTime.Local().Format("15:04:05.000"), m.DataLoss)
+		fmt.Fprintf(w, "  %s at %s from point %d (%s): data loss %s", m.VM, m.Site, m.Point, m.PointTime.Local().Format("15:04:05.000"), m.DataLoss)
+		if m.Records != nil {
+			fmt.Fprintf(w, ", %d of %d records lost (the workload's own count)", m.Records.Lost, m.Records.AtSource)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, c := range r.Checks {
 		fmt.Fprintf(w, "  check %s: %s %s\n", c.Detail, c.Status, c.Error)

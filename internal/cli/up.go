@@ -121,6 +121,6 @@ func runUp(ctx context.Context, e *env, o upOpts) error {
 		log.Info("resumed unfinished jobs", "jobs", ids)
 	}
 	go d.Replicate(ctx)
-	log.Info("serving", "api", "http://"+ln.Addr().String(), "token", filepath.Join(dir, "admin.token"))
+	log.Info("serving", "api", "http://"+ln.Addr().String(), "dashboard", "http://"+ln.Addr().String()+"/ui/", "token", filepath.Join(dir, "admin.token"))
 	return d.Serve(ctx, ln, nil)
 }

@@ -81,6 +81,15 @@ func (a Protection) Recovered(ctx context.Context, vm string, disks []provider.D
 	return a.P.SetRecovered(vm, m)
 }
 
+// RecoveredDisks are the disks the VM runs from after a failover.
+func (a Protection) RecoveredDisks(ctx context.Context, vm string) ([]provider.Disk, error) {
+	m, err := a.P.RecoveredDisks(vm)
+	if err != nil {
+		return nil, err
+	}
+	return disksOf(m), nil
+}
+
 // Reverse copies changed blocks back to the source disks.
 func (a Protection) Reverse(ctx context.Context, vm string) (recovery.ReverseStats, error) {
 	st, err := a.P.Reverse(ctx, vm)

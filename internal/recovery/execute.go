@@ -50,8 +50,10 @@ type Protection interface {
 	// Commit makes the recovered disks the VM's own and releases the job's
 	// pins.
 	Commit(ctx context.Context, vm, job string) error
-	// Recovered records the disks a VM runs from after a failover.
+	// Recovered records the disks a VM runs from after a failover;
+	// RecoveredDisks returns them (none when it has not failed over).
 	Recovered(ctx context.Context, vm string, disks []provider.Disk) error
+	RecoveredDisks(ctx context.Context, vm string) ([]provider.Disk, error)
 	// Reverse brings the surviving source disks level with the recovered
 	// ones, sending only blocks whose hashes differ (reprotect); run with
 	// the VM stopped, it is the final copy of a failback.
@@ -90,6 +92,25 @@ type Runner struct {
 	Clock clock.Clock
 	// Executable replaces the word standby at the start of a boot command.
 	Executable string
+	// Records, when set, counts the workload's own records, so that a
+	// failover's report says how many records it lost.
+	Records RecordCounter
+}
+
+// RecordCounter counts the records a VM's workload keeps on its disks (a
+// ledger's own count); ok is false when it keeps none that can be counted.
+type RecordCounter interface {
+	Records(ctx context.Context, vm string, disks []provider.Disk) (n uint64, ok bool)
+}
+
+// RecordLoss is a move's loss in the workload's own records: what the
+// disks it left held (the source's in a failover, the target's in a
+// failback) when the machine booted, and what the disks it booted from
+// held.
+type RecordLoss struct {
+	AtSource  uint64 `json:"atSource"`
+	Recovered uint64 `json:"recovered"`
+	Lost      uint64 `json:"lost"`
 }
 
 // tagged is what every step's params carry besides their own fields.
@@ -289,6 +310,8 @@ type BootedMachine struct {
 	Point Point  `json:"point"`
 	// Healthy is when its health check first passed.
 	Healthy time.Time `json:"healthy"`
+	// Records is what a failover lost of the workload's own records.
+	Records *RecordLoss `json:"records,omitempty"`
 }
 
 func (r *Runner) boot(ctx context.Context, s Step, job string) (json.RawMessage, error) {
@@ -320,6 +343,19 @@ func (r *Runner) boot(ctx context.Context, s Step, job string) (json.RawMessage,
 				}
 			}
 		}
+		var lost *RecordLoss
+		switch {
+		case m.Source:
+			// A failback: the target's disks, as its machine left them,
+			// against the source's after the final reverse copy.
+			if from, err := r.Protection.RecoveredDisks(ctx, m.VM); err == nil && len(from) > 0 {
+				lost = r.countLoss(ctx, m.VM, from, disks)
+			}
+		case !m.Test:
+			if from, err := r.Protection.SourceDisks(ctx, m.VM); err == nil {
+				lost = r.countLoss(ctx, m.VM, from, disks)
+			}
+		}
 		boot := m.Boot
 		if len(boot.Command) > 0 && boot.Command[0] == "standby" && r.Executable != "" {
 			boot.Command = append([]string{r.Executable}, boot.Command[1:]...)
@@ -328,7 +364,7 @@ func (r *Runner) boot(ctx context.Context, s Step, job string) (json.RawMessage,
 		if err := r.Sites.StartVM(ctx, job, vm); err != nil {
 			return nil, fmt.Errorf("boot %s at %s: %w", m.Name, m.Site, err)
 		}
-		out.Machines = append(out.Machines, BootedMachine{VM: m.VM, Site: m.Site, Name: m.Name, Point: pt})
+		out.Machines = append(out.Machines, BootedMachine{VM: m.VM, Site: m.Site, Name: m.Name, Point: pt, Records: lost})
 	}
 	// Machines of a group start in parallel; the group is up when every
 	// health check passes.
@@ -345,6 +381,27 @@ func (r *Runner) boot(ctx context.Context, s Step, job string) (json.RawMessage,
 		out.Machines[i].Healthy = r.clock().Now()
 	}
 	return mustJSON(out), nil
+}
+
+// countLoss compares the workload's records on the disks a machine moves
+// from, as they were left, with those on the disks it boots from.
+func (r *Runner) countLoss(ctx context.Context, vm string, src, recovered []provider.Disk) *RecordLoss {
+	if r.Records == nil {
+		return nil
+	}
+	at, ok := r.Records.Records(ctx, vm, src)
+	if !ok {
+		return nil
+	}
+	got, ok := r.Records.Records(ctx, vm, recovered)
+	if !ok {
+		return nil
+	}
+	l := &RecordLoss{AtSource: at, Recovered: got}
+	if at > got {
+		l.Lost = at - got
+	}
+	return l
 }
 
 func (r *Runner) clock() clock.Clock {

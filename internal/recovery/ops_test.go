@@ -447,6 +447,12 @@ func (p *snapProtection) SourceDisks(ctx context.Context, vm string) ([]provider
 	return p.disks[vm], nil
 }
 
+func (p *snapProtection) RecoveredDisks(ctx context.Context, vm string) ([]provider.Disk, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.recovered[vm], nil
+}
+
 func (p *snapProtection) Release(ctx context.Context, dir string) error { return nil }
 
 func (p *snapProtection) Resume(ctx context.Context, vm string) error {

@@ -34,6 +34,9 @@ type MachineLoss struct {
 	PointTime  time.Time `json:"pointTime"`
 	DataLoss   string    `json:"dataLoss"`
 	DataLossNs int64     `json:"dataLossNanos"`
+	// Records is the loss in the workload's own records (a ledger's count),
+	// where it keeps any.
+	Records *RecordLoss `json:"records,omitempty"`
 }
 
 // StepTime is one step's outcome and duration.
@@ -84,7 +87,7 @@ func BuildReport(j Job) Report {
 			var out BootOutput
 			if json.Unmarshal(s.Output, &out) == nil {
 				for _, m := range out.Machines {
-					ml := MachineLoss{VM: m.VM, Site: m.Site, Point: m.Point.Seq, PointTime: m.Point.Time}
+					ml := MachineLoss{VM: m.VM, Site: m.Site, Point: m.Point.Seq, PointTime: m.Point.Time, Records: m.Records}
 					if !planned && !j.Started.IsZero() && j.Started.After(m.Point.Time) {
 						ml.DataLossNs = int64(j.Started.Sub(m.Point.Time))
 					}

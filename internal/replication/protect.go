@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -528,6 +529,18 @@ func (p *Protector) SetRecovered(vm string, disks map[string]string) error {
 	defer pv.mu.Unlock()
 	pv.st.Recovered = disks
 	return p.save(pv)
+}
+
+// RecoveredDisks returns the disk files vm runs from after a failover, by
+// name (none when it has not failed over).
+func (p *Protector) RecoveredDisks(vm string) (map[string]string, error) {
+	pv, err := p.get(vm)
+	if err != nil {
+		return nil, err
+	}
+	pv.mu.Lock()
+	defer pv.mu.Unlock()
+	return maps.Clone(pv.st.Recovered), nil
 }
 
 // Sources returns the source disk files of vm, by name.

@@ -99,6 +99,7 @@ func failoverJob() recovery.Job {
 	at := func(s int) time.Time { return start.Add(time.Duration(s) * time.Second) }
 	boot, _ := json.Marshal(recovery.BootOutput{Machines: []recovery.BootedMachine{{
 		VM: "web", Site: "dr", Name: "web", Point: recovery.Point{Seq: 40, Time: start.Add(-90 * time.Second), Kind: "crash"},
+		Records: &recovery.RecordLoss{AtSource: 321, Recovered: 309, Lost: 12},
 	}}})
 	j := recovery.Job{
 		ID: "failover-20250301t110000-abc123", Operation: recovery.OpFailover, Plan: "app", Status: api.StatusSucceeded,
@@ -151,8 +152,9 @@ func setupUI(t *testing.T) *uiFixture {
 			Spec: "contoso",
 			VMs: []api.VMStatus{
 				{VM: "web", State: "protected", LastPoint: 42, LastTime: uiNow.Add(-30 * time.Second), RPO: "30s", RPONanos: int64(30 * time.Second), Shipped: 3 << 20},
-				{VM: "db", State: "protected", LastPoint: 7, LastTime: uiNow.Add(-20 * time.Minute), RPO: "20m0s", RPONanos: int64(20 * time.Minute), Alert: true, Shipped: 5 << 30},
-				{VM: "cache", State: "initial-sync", Reason: "copied 40% of disk0"},
+				{VM: "db", State: "protected", LastPoint: 7, LastTime: uiNow.Add(-20 * time.Minute), RPO: "20m0s", RPONanos: int64(20 * time.Minute), Alert: true, Shipped: 5 << 30,
+					Threshold: "15m0s", ThresholdNanos: int64(15 * time.Minute), Capture: "tracked"},
+				{VM: "cache", State: "initial-sync", Reason: "copied 40% of disk0", Progress: &api.Progress{Done: 1 << 29, Total: 1 << 30}},
 				{VM: "queue", State: "error", Reason: "scan disk0: <input/output error>", LastPoint: 3, LastTime: uiNow.Add(-2 * time.Minute), RPO: "2m0s", RPONanos: int64(2 * time.Minute)},
 			},
 			Plans: map[string]string{"app": "failed-over", "web-plan": "protected"},
@@ -335,7 +337,8 @@ func TestUIOverview(t *testing.T) {
 		"contoso", `data-refresh="5"`,
 		`<strong>RPO alert:</strong> <a href="/ui/vms/db">db</a>`, ">20m<", "above threshold",
 		`<a href="/ui/vms/web">web</a>`, ">30s<", "within threshold", "#42", `<span class="kind app">app</span>`, "3.0 MiB", "5.0 GiB",
-		"initial-sync", "copied 40% of disk0",
+		"initial-sync", "copied 40% of disk0", "50% of 1.0 GiB",
+		"threshold 15m", "above the threshold of its policy (15m)", "capture: tracked",
 		"<strong>Replication failing:</strong>", "scan disk0: &lt;input/output error&gt;",
 		"failed-over", "commit the failover",
 		`href="/ui/jobs/`+failoverJob().ID+`"`, `href="/ui/jobs/`+drillJob().ID+`"`,
@@ -393,6 +396,7 @@ func TestUIJob(t *testing.T) {
 		"failover", "of plan app", "succeeded",
 		`<span class="big" title="2m30s">2m 30s</span>`, // RTO: start to the last check
 		"#40", "1m 30s", // data loss: the point's age at the start
+		"12 of 321 lost", // and the workload's own count
 		"from client http://web:8080/health",
 		"script exited 1: &lt;no mail relay&gt;", "the job went on", "1 failed", "2 attempts",
 	)

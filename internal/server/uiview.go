@@ -211,6 +211,9 @@ type vmRow struct {
 	LastClass  string // the kind's colour
 	LastTime   stamp
 	Shipped    string
+	Threshold  string // the policy's rpoThreshold
+	Capture    string // tracked or scan
+	Progress   string // of an initial sync or resync
 }
 
 type planRow struct {
@@ -234,6 +237,13 @@ func newVMRow(v api.VMStatus, last *api.Point, now time.Time) vmRow {
 	}
 	if v.RPONanos > 0 || v.RPO != "" {
 		row.RPO = human(time.Duration(v.RPONanos))
+	}
+	if v.ThresholdNanos > 0 {
+		row.Threshold = human(time.Duration(v.ThresholdNanos))
+	}
+	row.Capture = v.Capture
+	if p := v.Progress; p != nil && p.Total > 0 {
+		row.Progress = fmt.Sprintf("%d%% of %s", p.Done*100/p.Total, byteSize(p.Total))
 	}
 	if last != nil {
 		row.LastKind, row.LastClass = last.Kind, kindClass(last.Kind)
@@ -478,6 +488,7 @@ type jobView struct {
 	RTOExact            string
 	Planned             bool
 	Machines            []machineRow
+	HasRecords          bool // some machine has a record count
 	Steps               []stepRow
 	Checks              []checkRow
 	Waiting             []string // steps that wait for an operator
@@ -492,6 +503,9 @@ type machineRow struct {
 	Point     uint64
 	PointTime stamp
 	DataLoss  string
+	// Records is the workload's own count, when it keeps one: "12 of 321
+	// lost".
+	Records string
 }
 
 type stepRow struct {
@@ -563,8 +577,13 @@ func buildJob(j recovery.Job, events []api.Event, now time.Time) jobView {
 		v.RTO, v.RTOExact = human(rep.RTO), rep.RTOText
 	}
 	for _, m := range rep.Machines {
-		v.Machines = append(v.Machines, machineRow{VM: m.VM, Site: m.Site, Point: m.Point,
-			PointTime: newStamp(m.PointTime, now), DataLoss: human(time.Duration(m.DataLossNs))})
+		row := machineRow{VM: m.VM, Site: m.Site, Point: m.Point,
+			PointTime: newStamp(m.PointTime, now), DataLoss: human(time.Duration(m.DataLossNs))}
+		if m.Records != nil {
+			row.Records = fmt.Sprintf("%d of %d lost", m.Records.Lost, m.Records.AtSource)
+			v.HasRecords = true
+		}
+		v.Machines = append(v.Machines, row)
 	}
 	for _, c := range rep.Checks {
 		v.Checks = append(v.Checks, checkRow{ID: c.ID, Detail: c.Detail, Status: stepBadge(c.Status), Error: c.Error})

@@ -84,6 +84,8 @@ type Ledger struct {
 	id    [16]byte
 	slots uint64
 	tear  time.Duration
+	// readOnly: InspectLedger, which changes nothing on the disk.
+	readOnly bool
 
 	mu       sync.Mutex
 	first    uint64 // seq of the oldest record held; 0 when empty
@@ -155,6 +157,36 @@ func OpenLedger(path string, opts LedgerOptions) (*Ledger, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// InspectLedger reads what a ledger disk holds without changing it: the
+// records a restart would recover, and the torn ones it would skip. A blank
+// disk holds no ledger (an error).
+func InspectLedger(path string) (Recovery, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Recovery{}, fmt.Errorf("ledger: open disk: %w", err)
+	}
+	defer f.Close()
+	l := &Ledger{path: path, f: f, readOnly: true}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return Recovery{}, fmt.Errorf("ledger: size of disk %s: %w", path, err)
+	}
+	hdr := make([]byte, HeaderSize)
+	if size < HeaderSize {
+		return Recovery{}, fmt.Errorf("ledger: %s is too small to hold a ledger", path)
+	}
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return Recovery{}, fmt.Errorf("ledger: read header of %s: %w", path, err)
+	}
+	if allZero(hdr) {
+		return Recovery{}, fmt.Errorf("ledger: %s holds no ledger (a blank header)", path)
+	}
+	if err := l.parseHeader(hdr, size); err != nil {
+		return Recovery{}, err
+	}
+	return l.recover()
 }
 
 func (l *Ledger) open(opts LedgerOptions) error {
@@ -387,7 +419,7 @@ func (l *Ledger) recover() (Recovery, error) {
 		}
 		rec.Skipped = append(rec.Skipped, sk)
 	}
-	if len(skip) > 0 {
+	if len(skip) > 0 && !l.readOnly {
 		if err := l.zero(skip); err != nil {
 			return Recovery{}, err
 		}

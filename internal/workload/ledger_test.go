@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -74,6 +75,16 @@ func TestLedgerTornTail(t *testing.T) {
 	appendT(t, l, 20)
 	tornWrite(t, l, 21, l.lastSum)
 	l.Close()
+
+	// Inspecting finds what a restart would, and changes nothing.
+	before, _ := os.ReadFile(path)
+	in, err := InspectLedger(path)
+	if err != nil || in.LastSeq != 20 || in.TornSkipped != 1 {
+		t.Fatalf("inspect: %+v %v", in, err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("inspecting the ledger changed its disk")
+	}
 
 	l = openT(t, path, 0)
 	r := l.Recovery()
