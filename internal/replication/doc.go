@@ -16,6 +16,16 @@
 // the RPO from the newest committed cut, an alert above rpoThreshold, and
 // the barrier pauses, all in Status.
 //
+// Protector keeps whole-VM points for the daemon, with pins, fencing, the
+// final point of a planned failover and the reverse copy of reprotect. A
+// tracked VM's disks are served to its machine at their Served paths and
+// cut together by a Group of one VM (Cycle, the daemon keeping the
+// schedule); a scanned VM's disks are synced in turn. Disks gives a
+// recovered machine its disks at a point at once: writable overlays on
+// replica views, served through the same FUSE layer, recorded so that a
+// new process serves them again (Reserved), and released by drill cleanup
+// and at the end of a failback.
+//
 // A Target is where points go: Local wraps a replica in this process; a
 // receiver across the network is another Target.
 //
