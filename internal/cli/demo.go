@@ -89,9 +89,14 @@ type LedgerLoss struct {
 	WrittenAtKill    uint64 `json:"writtenAtKill"`
 	RecoveredAfterFO uint64 `json:"recoveredAfterFailover"`
 	LostInFailover   uint64 `json:"lostInFailover"`
-	AtTargetBeforeFB uint64 `json:"atTargetBeforeFailback"`
-	AfterFailback    uint64 `json:"afterFailback"`
-	LostInFailback   uint64 `json:"lostInFailback"`
+	// RPOAtKill is the RPO when the site went dark; LostSpan how far
+	// before that the first lost record was written (at most the RPO, and
+	// the time to write a record).
+	RPOAtKill        time.Duration `json:"rpoAtKillNanos"`
+	LostSpan         time.Duration `json:"lostSpanNanos"`
+	AtTargetBeforeFB uint64        `json:"atTargetBeforeFailback"`
+	AfterFailback    uint64        `json:"afterFailback"`
+	LostInFailback   uint64        `json:"lostInFailback"`
 }
 
 // demo narrates to w (text mode) and collects the result.
@@ -315,6 +320,12 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 	if err := d.StopSource(ctx); err != nil {
 		return err
 	}
+	// The RPO when the site went dark: the most a failover may lose.
+	killedAt := time.Now()
+	rpoAtKill := map[string]time.Duration{}
+	for _, h := range d.Health() {
+		rpoAtKill[h.VM] = time.Duration(h.RPONanos)
+	}
 	// What each ledger had written when its site went dark is on its own
 	// disk: read it there, as the ledger would on a restart.
 	written := map[string]uint64{}
@@ -354,12 +365,22 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 			return err
 		}
 		// What the ledger recovered on start is what the point held.
-		ll := LedgerLoss{VM: m.VM, WrittenAtKill: written[m.VM], RecoveredAfterFO: r.Recovered}
+		ll := LedgerLoss{VM: m.VM, WrittenAtKill: written[m.VM], RecoveredAfterFO: r.Recovered, RPOAtKill: rpoAtKill[m.VM]}
 		if ll.WrittenAtKill > ll.RecoveredAfterFO {
 			ll.LostInFailover = ll.WrittenAtKill - ll.RecoveredAfterFO
 		}
-		dm.res.Ledgers = append(dm.res.Ledgers, ll)
 		dm.say("   %s: point %d, %s old at the failover: %d of %d records recovered, %d lost.\n", m.VM, m.Point, m.DataLoss, ll.RecoveredAfterFO, ll.WrittenAtKill, ll.LostInFailover)
+		if ll.LostInFailover > 0 {
+			// The lost records are the newest: the first of them says how
+			// far back the loss goes, by the ledger's own clock.
+			at, err := workload.RecordTime(d.DiskPath(m.VM, "data"), ll.RecoveredAfterFO+1)
+			if err != nil {
+				return fmt.Errorf("demo: the first record %s lost: %w", m.VM, err)
+			}
+			ll.LostSpan = killedAt.Sub(at)
+			dm.say("     they were written in the last %s before the site went dark; the RPO then was %s.\n", ll.LostSpan.Round(time.Millisecond), ll.RPOAtKill.Round(time.Millisecond))
+		}
+		dm.res.Ledgers = append(dm.res.Ledgers, ll)
 	}
 
 	dm.say("\n7. Commit and reprotect: replicate back, sending only blocks whose hashes differ.\n")

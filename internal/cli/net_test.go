@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/standby-dr/standby/internal/daemon"
 	"github.com/standby-dr/standby/internal/provider/netlab"
@@ -167,6 +168,12 @@ func TestDemo(t *testing.T) {
 		if l.RecoveredAfterFO == 0 || l.RecoveredAfterFO > l.WrittenAtKill {
 			t.Errorf("%s: recovered %d of %d after failover", l.VM, l.RecoveredAfterFO, l.WrittenAtKill)
 		}
+		// An unplanned failover loses no more than the RPO at the kill:
+		// every lost record was written within it (and 100 ms for a
+		// write's own time).
+		if l.LostInFailover > 0 && (l.RPOAtKill <= 0 || l.LostSpan > l.RPOAtKill+100*time.Millisecond) {
+			t.Errorf("%s lost records written %s before the kill; the RPO then was %s", l.VM, l.LostSpan, l.RPOAtKill)
+		}
 		if l.LostInFailback != 0 {
 			t.Errorf("%s lost %d records in the planned failback", l.VM, l.LostInFailback)
 		}
@@ -194,6 +201,12 @@ func TestDemoLab(t *testing.T) {
 		t.Errorf("paths: after failover %v, after failback %v", res.RealPaths[0].Nodes(), res.RealPaths[1].Nodes())
 	}
 	for _, l := range res.Ledgers {
+		// An unplanned failover loses no more than the RPO at the kill:
+		// every lost record was written within it (and 100 ms for a
+		// write's own time).
+		if l.LostInFailover > 0 && (l.RPOAtKill <= 0 || l.LostSpan > l.RPOAtKill+100*time.Millisecond) {
+			t.Errorf("%s lost records written %s before the kill; the RPO then was %s", l.VM, l.LostSpan, l.RPOAtKill)
+		}
 		if l.LostInFailback != 0 {
 			t.Errorf("%s lost %d records in the failback", l.VM, l.LostInFailback)
 		}

@@ -189,6 +189,45 @@ func InspectLedger(path string) (Recovery, error) {
 	return l.recover()
 }
 
+// RecordTime reads when record seq of the ledger on the disk at path was
+// written, without changing the disk; an error when the disk does not hold
+// that record (never written, overwritten by the ring, or torn).
+func RecordTime(path string, seq uint64) (time.Time, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("ledger: open disk: %w", err)
+	}
+	defer f.Close()
+	l := &Ledger{path: path, f: f, readOnly: true}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return time.Time{}, err
+	}
+	hdr := make([]byte, HeaderSize)
+	if size < HeaderSize {
+		return time.Time{}, fmt.Errorf("ledger: %s is too small to hold a ledger", path)
+	}
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return time.Time{}, fmt.Errorf("ledger: read header of %s: %w", path, err)
+	}
+	if err := l.parseHeader(hdr, size); err != nil {
+		return time.Time{}, err
+	}
+	if seq == 0 {
+		return time.Time{}, fmt.Errorf("ledger: %s: records are numbered from 1", path)
+	}
+	slot := (seq - 1) % l.slots
+	b := make([]byte, SlotSize)
+	if _, err := f.ReadAt(b, HeaderSize+int64(slot)*SlotSize); err != nil {
+		return time.Time{}, fmt.Errorf("ledger: read record %d of %s: %w", seq, path, err)
+	}
+	si := l.inspect(slot, b)
+	if si.kind != slotValid || si.seq != seq {
+		return time.Time{}, fmt.Errorf("ledger: %s does not hold record %d", path, seq)
+	}
+	return time.Unix(0, si.time).UTC(), nil
+}
+
 func (l *Ledger) open(opts LedgerOptions) error {
 	size, err := l.f.Seek(0, io.SeekEnd)
 	if err != nil {

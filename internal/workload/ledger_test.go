@@ -76,6 +76,12 @@ func TestLedgerTornTail(t *testing.T) {
 	tornWrite(t, l, 21, l.lastSum)
 	l.Close()
 
+	if at, err := RecordTime(path, 20); err != nil || at.IsZero() {
+		t.Errorf("record 20: %v %v", at, err)
+	}
+	if _, err := RecordTime(path, 21); err == nil {
+		t.Error("the torn record 21 has a time")
+	}
 	// Inspecting finds what a restart would, and changes nothing.
 	before, _ := os.ReadFile(path)
 	in, err := InspectLedger(path)
