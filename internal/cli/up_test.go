@@ -111,6 +111,9 @@ func TestUpAndOperate(t *testing.T) {
 		Machines []struct {
 			VM         string
 			DataLossNs int64 `json:"dataLossNanos"`
+			Records    *struct {
+				AtSource, Recovered, Lost uint64
+			} `json:"records"`
 		}
 		RTO int64 `json:"rtoNanos"`
 	}
@@ -120,6 +123,10 @@ func TestUpAndOperate(t *testing.T) {
 	for _, m := range rep.Machines {
 		if m.DataLossNs != 0 {
 			t.Errorf("a planned failover lost data on %s: %d ns", m.VM, m.DataLossNs)
+		}
+		// The ledgers' own count agrees: nothing lost.
+		if r := m.Records; r == nil || r.Lost != 0 || r.Recovered != r.AtSource {
+			t.Errorf("%s: the ledger's count in the report: %+v, want every record recovered", m.VM, r)
 		}
 	}
 	if code, _, _ := run(t, "failover", "contoso-app", "--server", server); code != ExitBadInput {
