@@ -69,8 +69,9 @@ type Daemon struct {
 	// diskNote says why recovered machines get exported copies.
 	diskNote string
 
-	mu     sync.Mutex
-	health map[string]*VMHealth
+	mu      sync.Mutex
+	health  map[string]*VMHealth
+	started map[string]bool // site/name of source machines started on served disks
 }
 
 // LabName names the netlab lab of a daemon: the spec's name and its
@@ -272,6 +273,14 @@ func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine) error 
 		for i := range disks {
 			disks[i].Path = d.ServedPath(vm.Name, disks[i].Name)
 		}
+		// Served by an earlier daemon, the machine holds dead files: it
+		// starts again on the disks served now.
+		if d.reserved(disks) {
+			if err := d.Sites.StopVM(ctx, vm.Site, vm.Name); err != nil {
+				return fmt.Errorf("daemon: stop %s at %s to start it again on its disks: %w", vm.Name, vm.Site, err)
+			}
+		}
+		d.markStarted(vm.Site, vm.Name)
 	}
 	if vm.Boot == nil {
 		return nil
@@ -337,6 +346,32 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 	return d.restartOnReserved(ctx)
 }
 
+// reserved says whether any of disks is one an earlier daemon served.
+func (d *Daemon) reserved(disks []provider.Disk) bool {
+	for _, r := range d.Protector.Reserved() {
+		if slices.ContainsFunc(disks, func(dk provider.Disk) bool { return dk.Path == r.Path }) {
+			return true
+		}
+	}
+	return false
+}
+
+// markStarted notes a machine this daemon started on the disks it serves.
+func (d *Daemon) markStarted(site, name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.started == nil {
+		d.started = map[string]bool{}
+	}
+	d.started[site+"/"+name] = true
+}
+
+func (d *Daemon) startedNow(site, name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.started[site+"/"+name]
+}
+
 // DiskMode says how recovered machines get their disks, and why when they
 // are exported copies.
 func (d *Daemon) DiskMode() (replication.DiskMode, string) {
@@ -354,22 +389,21 @@ func (d *Daemon) restartOnReserved(ctx context.Context) error {
 	if len(reserved) == 0 || !ok {
 		return nil
 	}
-	paths := map[string]bool{}
-	for _, r := range reserved {
-		paths[r.Path] = true
-	}
 	items, err := d.Sites.List(ctx, provider.Filter{Kind: provider.KindVM})
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, it := range items {
+		if d.startedNow(it.Site, it.Name) {
+			continue
+		}
 		vm, job, ok, err := def.Machine(ctx, it.Site, it.Name)
 		if err != nil || !ok {
 			errs = append(errs, err)
 			continue
 		}
-		if !slices.ContainsFunc(vm.Disks, func(dk provider.Disk) bool { return paths[dk.Path] }) {
+		if !d.reserved(vm.Disks) {
 			continue
 		}
 		if err := d.Sites.StopVM(ctx, vm.Site, vm.Name); err != nil {
