@@ -513,3 +513,24 @@ func (t *Tracked) Stat() (syscall.Stat_t, error) {
 	err := syscall.Fstat(int(t.f.Fd()), &st)
 	return st, err
 }
+
+// Pending lists, in order, the blocks of blockSize bytes that hold writes
+// not yet in a committed point: the dirty map, a resync's regions, and the
+// cut being shipped. The disk differs from its replica's newest point at
+// most there.
+func (t *Tracked) Pending(blockSize int64) []int64 {
+	t.barrier.RLock()
+	pending := newBitmap(int64(len(t.dirty)) * 64)
+	t.dirty.orInto(pending)
+	c := t.cut
+	t.barrier.RUnlock()
+	blocks := pending.scale(t.grain, blockSize, t.size)
+	if c != nil && !c.committed.Load() {
+		c.units.scale(c.unit, blockSize, t.size).orInto(blocks)
+	}
+	var out []int64
+	for b := blocks.next(0); b >= 0; b = blocks.next(b + 1) {
+		out = append(out, b)
+	}
+	return out
+}

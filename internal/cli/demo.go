@@ -403,7 +403,11 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 	for _, st := range rj.Steps {
 		var rs recovery.ReverseStats
 		if json.Unmarshal(st.Output, &rs) == nil {
-			dm.say("   %s: %d of %d blocks differed, %s sent.\n", st.Resource, rs.Differ, rs.Blocks, byteSize(rs.BytesSent))
+			why := ""
+			if rs.Blocks < rs.InAll {
+				why = " (tracking says the rest changed on neither side)"
+			}
+			dm.say("   %s: compared %d of %d blocks%s; %d differed, %s sent.\n", st.Resource, rs.Blocks, rs.InAll, why, rs.Differ, byteSize(rs.BytesSent))
 		}
 	}
 

@@ -93,7 +93,7 @@ func (a Protection) RecoveredDisks(ctx context.Context, vm string) ([]provider.D
 // Reverse copies changed blocks back to the source disks.
 func (a Protection) Reverse(ctx context.Context, vm string) (recovery.ReverseStats, error) {
 	st, err := a.P.Reverse(ctx, vm)
-	return recovery.ReverseStats{BytesRead: st.BytesRead, BytesSent: st.BytesSent, Blocks: st.Blocks, Differ: st.Differ, Seconds: st.Seconds}, err
+	return recovery.ReverseStats{BytesRead: st.BytesRead, BytesSent: st.BytesSent, Blocks: st.Blocks, InAll: st.InAll, Differ: st.Differ, Seconds: st.Seconds}, err
 }
 
 // SourceDisks are the VM's own disks.

@@ -69,11 +69,14 @@ type Protection interface {
 
 // ReverseStats is what a reverse copy compared and sent.
 type ReverseStats struct {
-	BytesRead int64   `json:"bytesRead"`
-	BytesSent int64   `json:"bytesSent"`
-	Blocks    int64   `json:"blocks"`
-	Differ    int64   `json:"differ"`
-	Seconds   float64 `json:"seconds"`
+	BytesRead int64 `json:"bytesRead"`
+	BytesSent int64 `json:"bytesSent"`
+	// Blocks were compared, of InAll blocks of the disks: where tracking
+	// says neither side changed since the point, nothing is read.
+	Blocks  int64   `json:"blocks"`
+	InAll   int64   `json:"blocksInAll"`
+	Differ  int64   `json:"differ"`
+	Seconds float64 `json:"seconds"`
 }
 
 // Source is what a planned failover needs of the source site: stopping

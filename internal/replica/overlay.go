@@ -182,6 +182,33 @@ func (o *Overlay) Written() int64 {
 	return min(n*overlayGrain, o.v.r.size)
 }
 
+// WrittenBlocks lists, in order, the blocks of blockSize bytes that hold a
+// grain the overlay wrote: where it may differ from its point.
+func (o *Overlay) WrittenBlocks(blockSize int64) []int64 {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	var out []int64
+	last := int64(-1)
+	for w, bitsw := range o.dirty {
+		for bitsw != 0 {
+			g := int64(w)*64 + int64(bits.TrailingZeros64(bitsw))
+			bitsw &= bitsw - 1
+			for b := g * overlayGrain / blockSize; b <= (g*overlayGrain+overlayGrain-1)/blockSize; b++ {
+				if b > last {
+					out = append(out, b)
+					last = b
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Changed lists, in order, the blocks of the replica's block size where the
+// overlay's point differs from the replica's newest point: what the points
+// after it wrote.
+func (o *Overlay) Changed() ([]int64, error) { return o.v.Changed() }
+
 // Sync makes the overlay's writes durable.
 func (o *Overlay) Sync() error {
 	o.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -76,6 +77,26 @@ func (v *View) resolve() (*viewMap, error) {
 	}
 	v.cache.Store(m)
 	return m, nil
+}
+
+// Changed lists, in order, the blocks where the view's point differs from
+// the newest point: the blocks later points wrote.
+func (v *View) Changed() ([]int64, error) {
+	v.r.mu.RLock()
+	defer v.r.mu.RUnlock()
+	if v.r.closed {
+		return nil, fmt.Errorf("replica: changes since point %d: the replica is closed", v.seq)
+	}
+	m, err := v.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("replica: changes since point %d: %w", v.seq, err)
+	}
+	out := make([]int64, 0, len(m.src))
+	for blk := range m.src {
+		out = append(out, blk)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // blockSource says where block blk of the view lives: a file, or zero.

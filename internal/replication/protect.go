@@ -561,10 +561,11 @@ func (p *Protector) Sources(vm string) (map[string]string, error) {
 
 // DeltaStats is what a reverse copy read and sent.
 type DeltaStats struct {
-	BytesRead int64   `json:"bytesRead"` // read from both sides
-	BytesSent int64   `json:"bytesSent"` // blocks that differed, written
-	Blocks    int64   `json:"blocks"`    // blocks compared
-	Differ    int64   `json:"differ"`    // blocks that differed
+	BytesRead int64   `json:"bytesRead"`   // read from both sides
+	BytesSent int64   `json:"bytesSent"`   // blocks that differed, written
+	Blocks    int64   `json:"blocks"`      // blocks compared
+	InAll     int64   `json:"blocksInAll"` // blocks of the disks
+	Differ    int64   `json:"differ"`      // blocks that differed
 	Seconds   float64 `json:"seconds"`
 }
 
@@ -597,8 +598,17 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 		}
 		var st DeltaStats
 		if pv.tr != nil {
-			// Through the tracking, so the next point ships what changed.
-			st, err = deltaCopyTo(ctx, src, size, pv.tr.disks[i], pv.replicas[d.Name].BlockSize())
+			// Through the tracking, so the next point ships what changed;
+			// only where either side may have changed since the point.
+			bs := pv.replicas[d.Name].BlockSize()
+			var blocks []int64
+			if s := pv.served[from]; s != nil {
+				blocks, err = changedBlocks(s.ov, pv.tr.disks[i], bs)
+				if err != nil {
+					blocks = nil // compare every block
+				}
+			}
+			st, err = deltaCopyTo(ctx, src, size, pv.tr.disks[i], bs, blocks)
 		} else {
 			st, err = deltaCopy(ctx, src, size, d.Source, pv.replicas[d.Name].BlockSize())
 		}
@@ -609,6 +619,7 @@ func (p *Protector) Reverse(ctx context.Context, vm string) (DeltaStats, error) 
 		total.BytesRead += st.BytesRead
 		total.BytesSent += st.BytesSent
 		total.Blocks += st.Blocks
+		total.InAll += st.InAll
 		total.Differ += st.Differ
 	}
 	total.Seconds = p.clock.Since(start).Seconds()
@@ -644,7 +655,30 @@ func deltaCopy(ctx context.Context, src io.ReaderAt, size int64, to string, bloc
 			return DeltaStats{}, err
 		}
 	}
-	return deltaCopyTo(ctx, src, size, dst, blockSize)
+	return deltaCopyTo(ctx, src, size, dst, blockSize, nil)
+}
+
+// changedBlocks lists the blocks where a recovered disk and its tracked
+// source may differ: what the recovered machine wrote (its overlay), what
+// later points wrote at the source after the overlay's point, and what the
+// source wrote that no point holds yet. Everywhere else both equal the
+// point.
+func changedBlocks(ov *replica.Overlay, src *capture.Tracked, blockSize int64) ([]int64, error) {
+	later, err := ov.Changed()
+	if err != nil {
+		return nil, err
+	}
+	set := map[int64]bool{}
+	for _, list := range [][]int64{later, ov.WrittenBlocks(blockSize), src.Pending(blockSize)} {
+		for _, b := range list {
+			set[b] = true
+		}
+	}
+	out := slices.Sorted(maps.Keys(set))
+	if out == nil {
+		out = []int64{} // nothing to compare, not everything
+	}
+	return out, nil
 }
 
 // diskRW is a disk a reverse copy reads and writes: a file, or a tracked
@@ -655,7 +689,9 @@ type diskRW interface {
 	Sync() error
 }
 
-func deltaCopyTo(ctx context.Context, src io.ReaderAt, size int64, dst diskRW, blockSize int64) (DeltaStats, error) {
+// deltaCopyTo makes dst equal src, comparing the blocks listed (all when
+// blocks is nil) and writing those whose hashes differ.
+func deltaCopyTo(ctx context.Context, src io.ReaderAt, size int64, dst diskRW, blockSize int64, blocks []int64) (DeltaStats, error) {
 	if blockSize <= 0 {
 		blockSize = replica.DefaultBlockSize
 	}
@@ -665,10 +701,23 @@ func deltaCopyTo(ctx context.Context, src io.ReaderAt, size int64, dst diskRW, b
 	var st DeltaStats
 	a := make([]byte, blockSize)
 	b := make([]byte, blockSize)
-	for off := int64(0); off < size; off += blockSize {
+	nblocks := (size + blockSize - 1) / blockSize
+	st.InAll = nblocks
+	for i := int64(0); ; i++ {
+		blk := i
+		if blocks != nil {
+			if i >= int64(len(blocks)) {
+				break
+			}
+			blk = blocks[i]
+		}
+		if blk >= nblocks {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
+		off := blk * blockSize
 		n := min(blockSize, size-off)
 		if _, err := src.ReadAt(a[:n], off); err != nil {
 			return st, err
