@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -191,27 +192,68 @@ func mountNoInherit(dir string, root fs.InodeEmbedder, opts *fs.Options) (*fuse.
 	return server, err
 }
 
-// detachStale lazily unmounts a FUSE mount left by a process that died: its
-// directory answers ENOTCONN.
+// detachStale lazily unmounts a FUSE mount left at dir by a process that
+// died. It never stats dir: a mount whose server is gone while some process
+// still holds its device would not answer.
+//
+// Its connection is aborted first: a process that died holding a file of
+// its own mount (its exit waits on a flush only it could answer) is freed,
+// and requests still waiting on the dead server fail at once.
 func detachStale(dir string) {
-	_, err := os.Stat(dir)
-	if err == nil || errors.Is(err, os.ErrNotExist) {
-		if err == nil && isMountPoint(dir) {
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
+	dev, ok := mounted(dir)
+	if !ok {
 		return
 	}
+	if _, minor, ok := strings.Cut(dev, ":"); ok {
+		_ = os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+	}
 	if syscall.Unmount(dir, syscall.MNT_DETACH) != nil {
-		_ = exec.Command("fusermount", "-u", "-z", dir).Run()
+		_ = exec.Command(fusermount(), "-u", "-z", dir).Run()
 	}
 }
 
-func isMountPoint(dir string) bool {
-	var a, b syscall.Stat_t
-	if syscall.Stat(dir, &a) != nil || syscall.Stat(filepath.Dir(dir), &b) != nil {
-		return false
+// mounted says whether dir is a mount point, and its device
+// ("major:minor"), from the mount table alone.
+func mounted(dir string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
 	}
-	return a.Dev != b.Dev
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMount(f[4]) == dir {
+			return f[2], true
+		}
+	}
+	return "", false
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of a path in
+// the mount table.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var out []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				out = append(out, byte(v))
+				i += 3
+				continue
+			}
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+// fusermount is the helper that mounts and unmounts FUSE for a user.
+func fusermount() string {
+	if p, err := exec.LookPath("fusermount3"); err == nil {
+		return p
+	}
+	return "fusermount"
 }
 
 // Path is the file the disk is served at.
@@ -245,7 +287,7 @@ func (m *Mount) Detach() error {
 		return nil
 	}
 	if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
-		if ferr := exec.Command("fusermount", "-u", "-z", m.dir).Run(); ferr != nil {
+		if ferr := exec.Command(fusermount(), "-u", "-z", m.dir).Run(); ferr != nil {
 			return fmt.Errorf("capture: stop serving %s: detach %s: %v", m.link, m.dir, err)
 		}
 	}
@@ -257,7 +299,7 @@ func (m *Mount) unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		// Busy: detach now, serve until the users close it.
 		if derr := syscall.Unmount(m.dir, syscall.MNT_DETACH); derr != nil {
-			if ferr := exec.Command("fusermount", "-u", "-z", m.dir).Run(); ferr != nil {
+			if ferr := exec.Command(fusermount(), "-u", "-z", m.dir).Run(); ferr != nil {
 				return fmt.Errorf("unmount %s: %v; detach: %v", m.dir, err, derr)
 			}
 		}

@@ -156,7 +156,7 @@ func Open(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d.Planner = recovery.NewPlanner(o.Spec)
 	d.Runner = &recovery.Runner{Sites: d.Sites, Protection: Protection{P: d.Protector}, Dir: filepath.Join(o.Dir, "recovered"), Clock: o.Clock, Executable: o.Executable,
-		Records: ledgerRecords{spec: o.Spec}}
+		Records: ledgerRecords{spec: o.Spec, p: d.Protector}}
 	d.Driver = recovery.New(JobStore{DB: db}, d.Runner, recovery.Options{Clock: o.Clock, Report: recovery.ReportJSON, Context: ctx})
 	return d, nil
 }

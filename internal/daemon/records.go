@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/standby-dr/standby/internal/provider"
+	"github.com/standby-dr/standby/internal/replication"
 	"github.com/standby-dr/standby/internal/spec"
 	"github.com/standby-dr/standby/internal/workload"
 )
@@ -12,7 +13,10 @@ import (
 // ledgerRecords counts the records of VMs that run the ledger workload
 // (`standby workload ledger --disk NAME`), read from their disk without
 // changing it: the count a failover's report gives as records lost.
-type ledgerRecords struct{ spec *spec.Spec }
+type ledgerRecords struct {
+	spec *spec.Spec
+	p    *replication.Protector
+}
 
 // Records counts the ledger's records on vm's disks.
 func (l ledgerRecords) Records(ctx context.Context, vm string, disks []provider.Disk) (uint64, bool) {
@@ -24,7 +28,13 @@ func (l ledgerRecords) Records(ctx context.Context, vm string, disks []provider.
 	if i < 0 {
 		return 0, false
 	}
-	rec, err := workload.InspectLedger(disks[i].Path)
+	// Through the Protector: the disk may be one this process serves.
+	r, size, done, err := l.p.DiskReader(disks[i].Path)
+	if err != nil {
+		return 0, false
+	}
+	defer done()
+	rec, err := workload.InspectLedgerAt(r, size, disks[i].Path)
 	if err != nil {
 		return 0, false
 	}

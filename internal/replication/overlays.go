@@ -277,6 +277,41 @@ func (pv *protected) recoveredReader(path string) (io.ReaderAt, int64, func(), e
 	if s := pv.served[path]; s != nil {
 		return s.ov, s.ov.Size(), func() {}, nil
 	}
+	return openReader(path)
+}
+
+// DiskReader reads the disk at path without going through this process's
+// own FUSE mounts: a served overlay or tracked disk is read in process, any
+// other path is opened. A process must never hold a file of its own mounts
+// open: killed then, its exit would wait forever on itself.
+func (p *Protector) DiskReader(path string) (io.ReaderAt, int64, func(), error) {
+	p.mu.Lock()
+	pvs := make([]*protected, 0, len(p.vms))
+	for _, pv := range p.vms {
+		pvs = append(pvs, pv)
+	}
+	p.mu.Unlock()
+	for _, pv := range pvs {
+		pv.mu.Lock()
+		if s := pv.served[path]; s != nil {
+			pv.mu.Unlock()
+			return s.ov, s.ov.Size(), func() {}, nil
+		}
+		if pv.tr != nil {
+			for i, d := range pv.m.Disks {
+				if d.Served == path {
+					t := pv.tr.disks[i]
+					pv.mu.Unlock()
+					return t, t.Size(), func() {}, nil
+				}
+			}
+		}
+		pv.mu.Unlock()
+	}
+	return openReader(path)
+}
+
+func openReader(path string) (io.ReaderAt, int64, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, nil, err

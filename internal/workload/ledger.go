@@ -84,6 +84,8 @@ type Ledger struct {
 	id    [16]byte
 	slots uint64
 	tear  time.Duration
+	// r reads the disk: f, or what InspectLedgerAt was given.
+	r io.ReaderAt
 	// readOnly: InspectLedger, which changes nothing on the disk.
 	readOnly bool
 
@@ -151,7 +153,7 @@ func OpenLedger(path string, opts LedgerOptions) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open disk: %w", err)
 	}
-	l := &Ledger{path: path, f: f, clk: opts.Clock, tear: opts.tearPause}
+	l := &Ledger{path: path, f: f, r: f, clk: opts.Clock, tear: opts.tearPause}
 	if err := l.open(opts); err != nil {
 		f.Close()
 		return nil, err
@@ -163,27 +165,19 @@ func OpenLedger(path string, opts LedgerOptions) (*Ledger, error) {
 // records a restart would recover, and the torn ones it would skip. A blank
 // disk holds no ledger (an error).
 func InspectLedger(path string) (Recovery, error) {
-	f, err := os.Open(path)
+	f, size, err := openRead(path)
 	if err != nil {
-		return Recovery{}, fmt.Errorf("ledger: open disk: %w", err)
+		return Recovery{}, err
 	}
 	defer f.Close()
-	l := &Ledger{path: path, f: f, readOnly: true}
-	size, err := f.Seek(0, io.SeekEnd)
+	return InspectLedgerAt(f, size, path)
+}
+
+// InspectLedgerAt is InspectLedger on a disk read through r, of size bytes;
+// name says which disk, in the result and errors.
+func InspectLedgerAt(r io.ReaderAt, size int64, name string) (Recovery, error) {
+	l, err := readLedger(r, size, name)
 	if err != nil {
-		return Recovery{}, fmt.Errorf("ledger: size of disk %s: %w", path, err)
-	}
-	hdr := make([]byte, HeaderSize)
-	if size < HeaderSize {
-		return Recovery{}, fmt.Errorf("ledger: %s is too small to hold a ledger", path)
-	}
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return Recovery{}, fmt.Errorf("ledger: read header of %s: %w", path, err)
-	}
-	if allZero(hdr) {
-		return Recovery{}, fmt.Errorf("ledger: %s holds no ledger (a blank header)", path)
-	}
-	if err := l.parseHeader(hdr, size); err != nil {
 		return Recovery{}, err
 	}
 	return l.recover()
@@ -193,24 +187,13 @@ func InspectLedger(path string) (Recovery, error) {
 // written, without changing the disk; an error when the disk does not hold
 // that record (never written, overwritten by the ring, or torn).
 func RecordTime(path string, seq uint64) (time.Time, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("ledger: open disk: %w", err)
-	}
-	defer f.Close()
-	l := &Ledger{path: path, f: f, readOnly: true}
-	size, err := f.Seek(0, io.SeekEnd)
+	f, size, err := openRead(path)
 	if err != nil {
 		return time.Time{}, err
 	}
-	hdr := make([]byte, HeaderSize)
-	if size < HeaderSize {
-		return time.Time{}, fmt.Errorf("ledger: %s is too small to hold a ledger", path)
-	}
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return time.Time{}, fmt.Errorf("ledger: read header of %s: %w", path, err)
-	}
-	if err := l.parseHeader(hdr, size); err != nil {
+	defer f.Close()
+	l, err := readLedger(f, size, path)
+	if err != nil {
 		return time.Time{}, err
 	}
 	if seq == 0 {
@@ -218,7 +201,7 @@ func RecordTime(path string, seq uint64) (time.Time, error) {
 	}
 	slot := (seq - 1) % l.slots
 	b := make([]byte, SlotSize)
-	if _, err := f.ReadAt(b, HeaderSize+int64(slot)*SlotSize); err != nil {
+	if _, err := l.r.ReadAt(b, HeaderSize+int64(slot)*SlotSize); err != nil {
 		return time.Time{}, fmt.Errorf("ledger: read record %d of %s: %w", seq, path, err)
 	}
 	si := l.inspect(slot, b)
@@ -226,6 +209,38 @@ func RecordTime(path string, seq uint64) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("ledger: %s does not hold record %d", path, seq)
 	}
 	return time.Unix(0, si.time).UTC(), nil
+}
+
+func openRead(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger: open disk: %w", err)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("ledger: size of disk %s: %w", path, err)
+	}
+	return f, size, nil
+}
+
+// readLedger reads the header of the ledger on a disk, for reading only.
+func readLedger(r io.ReaderAt, size int64, name string) (*Ledger, error) {
+	l := &Ledger{path: name, r: r, readOnly: true}
+	if size < HeaderSize {
+		return nil, fmt.Errorf("ledger: %s is too small to hold a ledger", name)
+	}
+	hdr := make([]byte, HeaderSize)
+	if _, err := r.ReadAt(hdr, 0); err != nil {
+		return nil, fmt.Errorf("ledger: read header of %s: %w", name, err)
+	}
+	if allZero(hdr) {
+		return nil, fmt.Errorf("ledger: %s holds no ledger (a blank header)", name)
+	}
+	if err := l.parseHeader(hdr, size); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 func (l *Ledger) open(opts LedgerOptions) error {
@@ -377,7 +392,7 @@ func (l *Ledger) recover() (Recovery, error) {
 	for base := uint64(0); base < l.slots; base += chunk {
 		n := min(chunk, l.slots-base)
 		b := buf[:n*SlotSize]
-		if _, err := l.f.ReadAt(b, HeaderSize+int64(base)*SlotSize); err != nil {
+		if _, err := l.r.ReadAt(b, HeaderSize+int64(base)*SlotSize); err != nil {
 			return Recovery{}, fmt.Errorf("ledger: scan %s at slot %d: %w", l.path, base, err)
 		}
 		for i := uint64(0); i < n; i++ {
@@ -469,7 +484,7 @@ func (l *Ledger) recover() (Recovery, error) {
 // seqInSlot reads the sequence a valid slot holds, for reports.
 func (l *Ledger) seqInSlot(slot uint64) uint64 {
 	b := make([]byte, SlotSize)
-	if _, err := l.f.ReadAt(b, HeaderSize+int64(slot)*SlotSize); err != nil {
+	if _, err := l.r.ReadAt(b, HeaderSize+int64(slot)*SlotSize); err != nil {
 		return 0
 	}
 	return binary.LittleEndian.Uint64(b[8:])
