@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -111,6 +113,9 @@ func (p *Protector) Disks(ctx context.Context, vm string, seq uint64, dir string
 		}
 		if pv.served[path] == nil {
 			if err := p.serveLocked(pv, path, rec); err != nil {
+				if !slices.ContainsFunc(slices.Collect(maps.Values(pv.st.Overlays)), func(r OverlayRecord) bool { return r.Dir == rec.Dir }) {
+					_ = p.unpinLocked(pv, disksPin(dir)) // nothing under dir holds the point
+				}
 				return nil, fmt.Errorf("replication: disks of %s at point %d: %w", vm, seq, err)
 			}
 		}
