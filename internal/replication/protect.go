@@ -80,9 +80,11 @@ type vmState struct {
 }
 
 // Protector keeps the replicas of a set of VMs under one directory and
-// cuts whole-VM points with scan capture: every disk of the VM is synced,
-// then the VM point is recorded. It satisfies what recovery asks of
-// protection (through an adapter in the wiring layer).
+// cuts whole-VM points: with tracked capture all the VM's disks at one
+// instant (protect_tracked.go), with scan capture each disk synced in turn;
+// then the VM point is recorded. It gives recovered machines their disks
+// (overlays.go) and satisfies what recovery asks of protection (through an
+// adapter in the wiring layer).
 type Protector struct {
 	root  string
 	clock clock.Clock
