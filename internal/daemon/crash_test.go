@@ -308,6 +308,9 @@ func TestDrillCleanupAfterDaemonKill(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(dir, "replicas", "app1", "vm.json")); err != nil || strings.Contains(string(b), drill.ID) {
 				t.Errorf("the drill's pin is still there: %s %v", b, err)
 			}
+			if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), drill.ID) {
+				t.Errorf("an overlay of the drill is still mounted:\n%s", b)
+			}
 		})
 	}
 }
