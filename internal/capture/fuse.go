@@ -144,7 +144,10 @@ func serve(path, what string, f File) (*Mount, error) {
 // to mount with.
 func CanServe() error {
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return errors.New("FUSE is not available to this user: it cannot open /dev/fuse (fuse3 installs it with mode 0666)")
+	case err != nil:
 		return fmt.Errorf("FUSE is not available: %w (install fuse3, load the fuse module)", err)
 	}
 	f.Close()

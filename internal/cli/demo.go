@@ -264,6 +264,11 @@ func (dm *demo) story(ctx context.Context, s *spec.Spec, o demoOpts) error {
 		dm.say("   %-5s point %d, %s shipped (zeros are not sent)\n", h.VM, h.LastPoint, byteSize(h.Shipped))
 	}
 	dm.say("   done in %s; from now on a point every %s.\n", time.Since(t0).Round(time.Millisecond), o.every)
+	if _, why := d.DiskMode(); why == "" {
+		dm.say("   Capture is tracked: the daemon serves each disk to its VM through FUSE, so every write is\n   marked as it happens, a point cuts both disks of a VM at one instant and ships only what changed.\n")
+	} else {
+		dm.say("   Capture is scan: each point reads and hashes the disks (%s).\n", why)
+	}
 	pj, err := d.Provision(ctx)
 	if err != nil {
 		return err
