@@ -346,6 +346,17 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 	return d.restartOnReserved(ctx)
 }
 
+// groupSize counts the protected VMs of a consistency group.
+func (d *Daemon) groupSize(g string) int {
+	n := 0
+	for _, vm := range d.o.Spec.Protection.VirtualMachines {
+		if vm.ConsistencyGroup == g {
+			n++
+		}
+	}
+	return n
+}
+
 // reserved says whether any of disks is one an earlier daemon served.
 func (d *Daemon) reserved(disks []provider.Disk) bool {
 	for _, r := range d.Protector.Reserved() {
@@ -452,6 +463,9 @@ func (d *Daemon) Health() []VMHealth {
 			c.Capture = d.CaptureOf(vm)
 			if c.Capture == spec.CaptureScan && d.o.Spec.PolicyOf(vm).Capture == spec.CaptureTracked {
 				c.Capture += " (" + d.diskNote + ")"
+			}
+			if g := vm.ConsistencyGroup; g != "" && c.Reason == "" && d.groupSize(g) > 1 {
+				c.Reason = "consistencyGroup " + g + ": standby up cuts each VM of it on its own; standby agent cuts them at one instant"
 			}
 		}
 		// A tracked VM's disks tell a resync or an initial sync, and how
