@@ -36,5 +36,9 @@
 // at the replica (Cut.Commit). A missing, stale or damaged state never leads
 // to silence: the scan then sends every block, as for a full resync.
 //
+// Serving (Serve, ServeFile) is the FUSE layer of every disk standby hands
+// to a machine: tracked source disks, and recovered machines' overlays.
+// STANDBY_FUSE_DEBUG=1 logs every FUSE request and reply to standard error.
+//
 // capture imports no other package of this module but clock.
 package capture
