@@ -210,9 +210,7 @@ func detachStale(dir string) {
 	if _, minor, ok := strings.Cut(dev, ":"); ok {
 		_ = os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
 	}
-	if syscall.Unmount(dir, syscall.MNT_DETACH) != nil {
-		_ = exec.Command(fusermount(), "-u", "-z", dir).Run()
-	}
+	_ = lazyUnmount(dir)
 }
 
 // mounted says whether dir is a mount point, and its device
@@ -285,13 +283,9 @@ func (m *Mount) Detach() error {
 	if err := os.Remove(m.link); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("capture: stop serving %s: %w", m.link, err)
 	}
-	if err := m.server.Unmount(); err == nil {
-		_ = os.Remove(m.dir)
-		return nil
-	}
-	if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
-		if ferr := exec.Command(fusermount(), "-u", "-z", m.dir).Run(); ferr != nil {
-			return fmt.Errorf("capture: stop serving %s: detach %s: %v", m.link, m.dir, err)
+	if err := m.server.Unmount(); err != nil {
+		if err := lazyUnmount(m.dir); err != nil {
+			return fmt.Errorf("capture: stop serving %s: %w", m.link, err)
 		}
 	}
 	_ = os.Remove(m.dir)
@@ -301,14 +295,25 @@ func (m *Mount) Detach() error {
 func (m *Mount) unmount() error {
 	if err := m.server.Unmount(); err != nil {
 		// Busy: detach now, serve until the users close it.
-		if derr := syscall.Unmount(m.dir, syscall.MNT_DETACH); derr != nil {
-			if ferr := exec.Command(fusermount(), "-u", "-z", m.dir).Run(); ferr != nil {
-				return fmt.Errorf("unmount %s: %v; detach: %v", m.dir, err, derr)
-			}
+		if derr := lazyUnmount(m.dir); derr != nil {
+			return fmt.Errorf("unmount %s: %v; %w", m.dir, err, derr)
 		}
 		m.server.Wait()
 	}
 	_ = os.Remove(m.dir)
+	return nil
+}
+
+// lazyUnmount detaches the mount at dir now; it goes once its last user
+// lets go. A user that is not root goes through fusermount.
+func lazyUnmount(dir string) error {
+	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	if err == nil {
+		return nil
+	}
+	if ferr := exec.Command(fusermount(), "-u", "-z", dir).Run(); ferr != nil {
+		return fmt.Errorf("detach %s: %v", dir, err)
+	}
 	return nil
 }
 

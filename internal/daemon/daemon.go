@@ -69,9 +69,8 @@ type Daemon struct {
 	// diskNote says why recovered machines get exported copies.
 	diskNote string
 
-	mu      sync.Mutex
-	health  map[string]*VMHealth
-	started map[string]bool // site/name of source machines started on served disks
+	mu     sync.Mutex
+	health map[string]*VMHealth
 }
 
 // LabName names the netlab lab of a daemon: the spec's name and its
@@ -231,35 +230,55 @@ func (d *Daemon) StartSites(ctx context.Context) error {
 			}
 		}
 	}
+	type source struct {
+		vm    spec.VirtualMachine
+		disks []provider.Disk
+	}
+	var sources []source
 	for _, vm := range d.o.Spec.Protection.VirtualMachines {
 		if vm.Site == target {
 			continue
 		}
-		if err := d.startSource(ctx, vm); err != nil {
+		disks, err := d.sourceDisks(vm)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, source{vm, disks})
+	}
+	// Machines that ran on disks an earlier daemon served hold dead files:
+	// they start again once, on the disks served now.
+	if err := d.restartOnReserved(ctx); err != nil {
+		return err
+	}
+	for _, src := range sources {
+		if err := d.startSource(ctx, src.vm, src.disks); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine) error {
+// sourceDisks makes a source VM's disk files and returns where its machine
+// reaches them: the files, or with tracked capture the paths the Protector
+// serves them at (served from now on).
+func (d *Daemon) sourceDisks(vm spec.VirtualMachine) ([]provider.Disk, error) {
 	var disks []provider.Disk
 	for _, disk := range vm.Disks {
 		path := d.DiskPath(vm.Name, disk.Name)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := os.Stat(path); err != nil {
 			f, err := os.Create(path)
 			if err != nil {
-				return fmt.Errorf("daemon: disk %s of %s: %w", disk.Name, vm.Name, err)
+				return nil, fmt.Errorf("daemon: disk %s of %s: %w", disk.Name, vm.Name, err)
 			}
 			err = f.Truncate(int64(disk.Size))
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
 			if err != nil {
-				return fmt.Errorf("daemon: disk %s of %s: %w", disk.Name, vm.Name, err)
+				return nil, fmt.Errorf("daemon: disk %s of %s: %w", disk.Name, vm.Name, err)
 			}
 		}
 		disks = append(disks, provider.Disk{Name: disk.Name, Path: path})
@@ -268,20 +287,18 @@ func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine) error 
 		// The machine runs on its disks as served, every write tracked:
 		// they are served before it boots.
 		if err := d.Protector.Add(d.machine(&vm)); err != nil {
-			return err
+			return nil, err
 		}
 		for i := range disks {
 			disks[i].Path = d.ServedPath(vm.Name, disks[i].Name)
 		}
-		// Served by an earlier daemon, the machine holds dead files: it
-		// starts again on the disks served now.
-		if d.reserved(disks) {
-			if err := d.Sites.StopVM(ctx, vm.Site, vm.Name); err != nil {
-				return fmt.Errorf("daemon: stop %s at %s to start it again on its disks: %w", vm.Name, vm.Site, err)
-			}
-		}
-		d.markStarted(vm.Site, vm.Name)
 	}
+	return disks, nil
+}
+
+// startSource starts a source VM's machine on its disks; one that runs
+// already stays as it is.
+func (d *Daemon) startSource(ctx context.Context, vm spec.VirtualMachine, disks []provider.Disk) error {
 	if vm.Boot == nil {
 		return nil
 	}
@@ -333,7 +350,8 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 			cb = func(done, total int64) { progress(name, done, total) }
 		}
 		if pts, _ := d.Protector.Points(ctx, vm.Name); len(pts) > 0 {
-			d.observe(vm.Name, pts[len(pts)-1], time.Time{}, 0)
+			last := pts[len(pts)-1]
+			d.observe(vm.Name, replication.CutResult{Point: last, SyncedAt: last.Time})
 			continue
 		}
 		res, err := d.Protector.Cut(ctx, vm.Name, "", cb)
@@ -341,7 +359,7 @@ func (d *Daemon) Protect(ctx context.Context, progress func(vm string, done, tot
 			d.setHealth(vm.Name, func(h *VMHealth) { h.State, h.Reason = "error", err.Error() })
 			return err
 		}
-		d.observe(vm.Name, res.Point, res.SyncedAt, res.BytesShipped)
+		d.observe(vm.Name, res)
 	}
 	return d.restartOnReserved(ctx)
 }
@@ -357,45 +375,22 @@ func (d *Daemon) groupSize(g string) int {
 	return n
 }
 
-// reserved says whether any of disks is one an earlier daemon served.
-func (d *Daemon) reserved(disks []provider.Disk) bool {
-	for _, r := range d.Protector.Reserved() {
-		if slices.ContainsFunc(disks, func(dk provider.Disk) bool { return dk.Path == r.Path }) {
-			return true
-		}
-	}
-	return false
-}
-
-// markStarted notes a machine this daemon started on the disks it serves.
-func (d *Daemon) markStarted(site, name string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.started == nil {
-		d.started = map[string]bool{}
-	}
-	d.started[site+"/"+name] = true
-}
-
-func (d *Daemon) startedNow(site, name string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.started[site+"/"+name]
-}
-
 // DiskMode says how recovered machines get their disks, and why when they
 // are exported copies.
 func (d *Daemon) DiskMode() (replication.DiskMode, string) {
 	return d.Protector.DiskMode(), d.diskNote
 }
 
-// restartOnReserved starts again the machines that ran from overlays an
-// earlier daemon served: their open files died with it. Each starts from
-// its own definition, and opens its disks anew, now served by this daemon.
-// Writes it had synced are in the overlay; others are lost, as in a power
-// cut.
+// restartOnReserved starts again, once, the machines that ran on disks an
+// earlier daemon served (overlays, tracked source disks): their open files
+// died with it. Each starts from its own definition, and opens its disks
+// anew, now served by this daemon. Writes it had synced are kept; others
+// are lost, as in a power cut.
 func (d *Daemon) restartOnReserved(ctx context.Context) error {
-	reserved := d.Protector.Reserved()
+	reserved := map[string]bool{}
+	for _, r := range d.Protector.TakeReserved() {
+		reserved[r.Path] = true
+	}
 	def, ok := d.Sites.(provider.Definer)
 	if len(reserved) == 0 || !ok {
 		return nil
@@ -406,15 +401,12 @@ func (d *Daemon) restartOnReserved(ctx context.Context) error {
 	}
 	var errs []error
 	for _, it := range items {
-		if d.startedNow(it.Site, it.Name) {
-			continue
-		}
 		vm, job, ok, err := def.Machine(ctx, it.Site, it.Name)
 		if err != nil || !ok {
 			errs = append(errs, err)
 			continue
 		}
-		if !d.reserved(vm.Disks) {
+		if !slices.ContainsFunc(vm.Disks, func(dk provider.Disk) bool { return reserved[dk.Path] }) {
 			continue
 		}
 		if err := d.Sites.StopVM(ctx, vm.Site, vm.Name); err != nil {
@@ -439,14 +431,11 @@ func (d *Daemon) setHealth(vm string, f func(*VMHealth)) {
 	f(h)
 }
 
-func (d *Daemon) observe(vm string, pt replication.VMPoint, synced time.Time, shipped int64) {
+func (d *Daemon) observe(vm string, res replication.CutResult) {
 	d.setHealth(vm, func(h *VMHealth) {
-		h.State, h.Reason, h.LastPoint, h.LastTime = "protected", "", pt.Seq, pt.Time
-		h.SyncedAt = pt.Time
-		if synced.After(pt.Time) {
-			h.SyncedAt = synced
-		}
-		h.Shipped += shipped
+		h.State, h.Reason, h.LastPoint, h.LastTime = "protected", "", res.Point.Seq, res.Point.Time
+		h.SyncedAt = res.SyncedAt
+		h.Shipped += res.BytesShipped
 	})
 }
 
@@ -548,7 +537,7 @@ func (d *Daemon) Replicate(ctx context.Context) {
 				case err != nil:
 					d.setHealth(name, func(h *VMHealth) { h.State, h.Reason = "error", err.Error() })
 				default:
-					d.observe(name, res.Point, res.SyncedAt, res.BytesShipped)
+					d.observe(name, res)
 				}
 			}
 		}(vm.Name, every)

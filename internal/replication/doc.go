@@ -23,7 +23,7 @@
 // schedule); a scanned VM's disks are synced in turn. Disks gives a
 // recovered machine its disks at a point at once: writable overlays on
 // replica views, served through the same FUSE layer, recorded so that a
-// new process serves them again (Reserved), and released by drill cleanup
+// new process serves them again (TakeReserved), and released by drill cleanup
 // and at the end of a failback.
 //
 // A Target is where points go: Local wraps a replica in this process; a

@@ -162,6 +162,8 @@ type CycleResult struct {
 	// Points are each disk's newest point afterwards, in the order of the
 	// group's VMs and disks.
 	Points []replica.Point
+	// Shipped is the bytes of extents the point shipped.
+	Shipped int64
 }
 
 // Cycle takes one point of the group now (app-consistent when app, running
@@ -169,6 +171,7 @@ type CycleResult struct {
 // and never calls Run. Calls must not overlap. The RPO, states and events
 // are kept as Run keeps them.
 func (g *Group) Cycle(ctx context.Context, app bool) (CycleResult, error) {
+	before := g.shippedBytes()
 	res, err := g.cycle(ctx, app)
 	g.tick()
 	if err != nil {
@@ -176,7 +179,15 @@ func (g *Group) Cycle(ctx context.Context, app bool) (CycleResult, error) {
 		return CycleResult{}, err
 	}
 	g.recovered()
-	return CycleResult{At: res.at, Empty: res.empty, App: res.app, Points: g.NewestPoints()}, nil
+	return CycleResult{At: res.at, Empty: res.empty, App: res.app, Points: g.NewestPoints(), Shipped: g.shippedBytes() - before}, nil
+}
+
+func (g *Group) shippedBytes() int64 {
+	var n int64
+	for _, dr := range g.disks {
+		n += dr.shipped.Load()
+	}
+	return n
 }
 
 type cycleResult struct {

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 
@@ -25,8 +23,8 @@ import (
 //
 // The overlays outlive the process: the Protector records them beside the
 // replicas and serves them again when it opens the VM (Add). A machine that
-// held one open through a process that died must open it anew (Reserved
-// lists them for the caller to restart those machines).
+// held one open through a process that died must open it anew
+// (TakeReserved lists them for the caller to restart those machines).
 
 // OverlayRecord is a served overlay as the VM's state keeps it.
 type OverlayRecord struct {
@@ -44,8 +42,9 @@ type servedDisk struct {
 	m  *capture.Mount
 }
 
-// ReservedDisk is an overlay served again when its VM was opened: a
-// machine that used it before must be restarted to reach it.
+// ReservedDisk is a disk served again when its VM was opened (an overlay,
+// or a tracked source disk): a machine that used it before must be
+// restarted to reach it.
 type ReservedDisk struct {
 	VM   string `json:"vm"`
 	Path string `json:"path"`
@@ -113,7 +112,7 @@ func (p *Protector) Disks(ctx context.Context, vm string, seq uint64, dir string
 		}
 		if pv.served[path] == nil {
 			if err := p.serveLocked(pv, path, rec); err != nil {
-				if !slices.ContainsFunc(slices.Collect(maps.Values(pv.st.Overlays)), func(r OverlayRecord) bool { return r.Dir == rec.Dir }) {
+				if !pv.servesDir(rec.Dir) {
 					_ = p.unpinLocked(pv, disksPin(dir)) // nothing under dir holds the point
 				}
 				return nil, fmt.Errorf("replication: disks of %s at point %d: %w", vm, seq, err)
@@ -129,6 +128,16 @@ func (p *Protector) Disks(ctx context.Context, vm string, seq uint64, dir string
 		return nil, err
 	}
 	return out, nil
+}
+
+// servesDir says whether an overlay of the VM lives under dir.
+func (pv *protected) servesDir(dir string) bool {
+	for _, r := range pv.st.Overlays {
+		if r.Dir == dir {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Protector) serveLocked(pv *protected, path string, rec OverlayRecord) error {
@@ -195,11 +204,14 @@ func (p *Protector) reserveLocked(pv *protected) error {
 	return errors.Join(errs...)
 }
 
-// Reserved lists the overlays served again when their VMs were opened.
-func (p *Protector) Reserved() []ReservedDisk {
+// TakeReserved lists the disks served again when their VMs were opened
+// since the last call, and forgets them: their machines are restarted once.
+func (p *Protector) TakeReserved() []ReservedDisk {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]ReservedDisk(nil), p.reserved...)
+	out := p.reserved
+	p.reserved = nil
+	return out
 }
 
 // Release stops serving the overlays under dir, of every VM, discards them

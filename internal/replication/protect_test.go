@@ -202,7 +202,7 @@ func TestServedOverlays(t *testing.T) {
 	if err := p.Add(m); err != nil {
 		t.Fatal(err)
 	}
-	if r := p.Reserved(); len(r) != 1 || r[0].Path != path {
+	if r := p.TakeReserved(); len(r) != 1 || r[0].Path != path {
 		t.Fatalf("served again: %+v, want %s", r, path)
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {

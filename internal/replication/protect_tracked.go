@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -101,20 +100,11 @@ func (p *Protector) serveTracked(ctx context.Context, pv *protected) error {
 // the replicas equal the disks as of res.SyncedAt.
 func (p *Protector) cutTracked(ctx context.Context, pv *protected, kind string) (CutResult, error) {
 	start := p.clock.Now()
-	var before int64
-	for _, dr := range pv.tr.group.disks {
-		before += dr.shipped.Load()
-	}
 	cr, err := pv.tr.group.Cycle(ctx, kind == replica.KindApp)
 	if err != nil {
 		return CutResult{}, fmt.Errorf("replication: cut %s: %w", pv.m.Name, err)
 	}
-	var res CutResult
-	for _, dr := range pv.tr.group.disks {
-		res.BytesShipped += dr.shipped.Load()
-	}
-	res.BytesShipped -= before
-	res.SyncedAt = cr.At
+	res := CutResult{BytesShipped: cr.Shipped, SyncedAt: cr.At}
 	if cr.Empty {
 		if n := len(pv.st.Points); n > 0 {
 			res.Point = pv.st.Points[n-1]
@@ -140,20 +130,19 @@ func (p *Protector) cutTracked(ctx context.Context, pv *protected, kind string) 
 
 // closeTracked stops serving a tracked VM's disks. Their tracking ends
 // cleanly: writes that reach a disk after this fail, so the next process
-// resumes from the dirty map without a resync.
+// resumes from the dirty map without a resync. Errors are not reported: a
+// tracking that did not end cleanly resyncs what its write-intent log names.
 func (pv *protected) closeTracked() {
 	if pv.tr == nil {
 		return
 	}
-	var errs []error
-	errs = append(errs, pv.tr.group.ShutdownTracking())
+	_ = pv.tr.group.ShutdownTracking()
 	for _, m := range pv.tr.mounts {
-		errs = append(errs, m.Detach())
+		_ = m.Detach()
 	}
 	for _, t := range pv.tr.disks {
 		_ = t.Close() // closed already by the shutdown, unless it failed
 	}
-	_ = errors.Join(errs...)
 }
 
 // trackedStatus is the group's view of a tracked VM: state, reason and
